@@ -1,0 +1,71 @@
+"""A transparent pattern detector: the first real tier and a dependency-free fallback.
+
+It scores windows by weighted regular expressions per hazard category (MLCommons S-codes) and
+spots self-flagged refusals ("this is illegal, I should refuse"). It is deliberately narrow:
+its patterns target *instructions* for harm, not topics, so text that merely mentions weapons
+or drugs stays low. The learned classifier is the default; this one is for operators who want
+rules they can read, and for tests of the seam.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from guard.detectors.base import Detector, Window
+from guard.verdict import Detection
+
+# (category, weight, pattern). Weights are log-odds-like contributions; see _squash.
+_UNSAFE: list[tuple[str, float, str]] = [
+    ("S9", 2.5, r"\b(pipe bomb|explosive (powder|charge|device)|detonat\w+|nerve agent|sarin|anthrax|dirty bomb)\b"),
+    ("S9", 1.5, r"\b(fuse|shrapnel|ammonium nitrate|black powder|thermite)\b"),
+    ("S2", 2.0, r"\b(synthesi[sz]e|cook|manufactur\w*) (meth|methamphetamine|fentanyl|heroin|cocaine)\b"),
+    ("S2", 2.0, r"\b(pick the lock|break into (the|a|their) (house|home|car)|hotwire|launder (the )?money|steal (their|the) (credit card|identity))\b"),
+    ("S2", 1.5, r"\b(ransomware|keylogger|phishing (email|page)|sql injection payload|credential stuffing)\b"),
+    ("S1", 2.0, r"\b(kill|poison|strangle|stab) (him|her|them|your (wife|husband|neighbou?r|boss))\b"),
+    ("S11", 2.5, r"\b(lethal dose|overdose on|ways to (kill|hurt) (yourself|myself)|cut (yourself|myself) deeper)\b"),
+    ("S10", 2.0, r"\b(are (subhuman|vermin|inferior)|exterminate (the|all) \w+)\b"),
+    ("S7", 1.5, r"\b(dox\w*|home address of|track (her|his|their) (phone|location) without)\b"),
+    ("S4", 3.0, r"\b(sexual\w* (with|involving) (a )?(child|minor|kid)s?)\b"),
+]
+# Phrasings of *complying* with a harmful request; they raise any category already present.
+_COMPLY = re.compile(
+    r"\b(step (one|1)|first,? (you|get|take|mix|obtain)|here('s| is) how (to|you)|sure[,!] (here|i can)|you will need)\b",
+    re.I,
+)
+_REFUSAL = re.compile(
+    r"\b(i (can(no|')t|won't|will not|must not|should not|shouldn't) (help|assist|provide|do that|comply)"
+    r"|i (should|must|need to|have to) (refuse|decline)"
+    r"|(this|that|the request) (is|would be|seems) (illegal|harmful|dangerous|unethical)"
+    r"|not (able|going) to (help|provide|assist)|against (my|the) (guidelines|policy))",
+    re.I,
+)
+_COMPILED = [(cat, w, re.compile(p, re.I)) for cat, w, p in _UNSAFE]
+
+
+def _squash(logit: float) -> float:
+    return logit / (1.0 + logit) if logit > 0 else 0.0
+
+
+class LexiconDetector(Detector):
+    name = "lexicon"
+
+    def score(self, window: Window) -> Detection:
+        text = window.full
+        per_cat: dict[str, float] = {}
+        for cat, weight, pattern in _COMPILED:
+            hits = len(pattern.findall(text))
+            if hits:
+                per_cat[cat] = per_cat.get(cat, 0.0) + weight * min(hits, 2)
+        refusal = 0.9 if _REFUSAL.search(text) else 0.0
+        if not per_cat:
+            return Detection(unsafe=0.0, refusal=refusal, detector=self.name)
+        if _COMPLY.search(text):
+            per_cat = {c: v + 1.5 for c, v in per_cat.items()}
+        category, logit = max(per_cat.items(), key=lambda kv: kv[1])
+        if refusal:
+            logit /= 3.0  # discussing a harm in order to decline it is the safe pattern
+        return Detection(unsafe=_squash(logit), category=category, refusal=refusal, detector=self.name)
+
+    async def detect(self, windows: Sequence[Window]) -> list[Detection]:
+        return [self.score(w) for w in windows]

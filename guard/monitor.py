@@ -1,0 +1,235 @@
+"""The streaming monitor: one per request, fed event by event, releasing only verified text.
+
+Text of each stage (reasoning, answer) accumulates until a window is due: at a sentence
+boundary once ``min_tokens`` wait, or every ``every_tokens``. The window (new text plus a little
+already-checked context) goes to the detector. Safe text is released; an unsafe reading is held
+as *suspect* until the debounce resolves it, so neither a single noisy window blocks nor does a
+suspect window leak while we wait for the next one. The server and the offline evaluator drive
+this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from guard.detectors.base import Detector, Window
+from guard.events import Event, Finish, Stage, TextDelta
+from guard.policy import HoldBack, Policy
+from guard.verdict import Action, Detection, Release, Verdict
+
+Output = Release | Verdict
+_BOUNDARY = re.compile(r"[.!?;:]\s*$|\n")
+
+
+@dataclass
+class MonitorStats:
+    checks: int = 0
+    check_seconds: list[float] = field(default_factory=list)
+    holdback_seconds: list[float] = field(default_factory=list)  # one per released token
+    tokens: int = 0
+    released_tokens: int = 0
+    leaked_tokens: int = 0  # live mode: tokens forwarded unchecked that a later block covered
+    detector_errors: int = 0
+    fail_open: int = 0
+    fail_closed: int = 0
+
+
+@dataclass
+class _Track:
+    stage: Stage
+    checked: str = ""
+    pending: list[tuple[str, float]] = field(default_factory=list)
+    suspect: list[tuple[str, float]] = field(default_factory=list)
+    streak: int = 0
+
+    def text(self, pieces: list[tuple[str, float]]) -> str:
+        return "".join(p for p, _ in pieces)
+
+
+class Monitor:
+    def __init__(
+        self,
+        detector: Detector,
+        policy: Policy,
+        *,
+        prompt: str = "",
+        reasoning_context: str = "",
+        steer_attempt: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.detector, self.policy, self.prompt = detector, policy, prompt
+        self.steer_attempt = steer_attempt
+        self.clock = clock
+        self.stats = MonitorStats()
+        self.verdicts: list[Verdict] = []
+        self.stopped: Verdict | None = None
+        # a steered continuation starts from reasoning that has already been checked and reflected on
+        self.self_flagged = steer_attempt > 0
+        self._tracks = {s: _Track(s) for s in (Stage.REASONING, Stage.ANSWER)}
+        self._tracks[Stage.REASONING].checked = reasoning_context
+        self._flagged: set[tuple[Stage, str | None]] = set()
+        self._suspect_detection: tuple[Detection, Window] | None = None
+
+    @property
+    def verified_reasoning(self) -> str:
+        return self._tracks[Stage.REASONING].checked
+
+    @property
+    def verified_answer(self) -> str:
+        return self._tracks[Stage.ANSWER].checked
+
+    async def feed(self, event: Event) -> list[Output]:
+        if self.stopped is not None:
+            return []
+        if isinstance(event, Finish):
+            out = await self._flush(Stage.REASONING)
+            return out + await self._flush(Stage.ANSWER)
+        if not isinstance(event, TextDelta) or not event.text:
+            return []
+        out: list[Output] = []
+        if event.stage is Stage.ANSWER:
+            out += await self._flush(Stage.REASONING)
+            if self.stopped is not None:
+                return out
+        track = self._tracks[event.stage]
+        now = self.clock()
+        self.stats.tokens += 1
+        track.pending.append((event.text, now))
+        if self.policy.mode is HoldBack.LIVE:
+            out.append(Release(event.stage, event.text))
+            self.stats.released_tokens += 1
+        if self._due(track):
+            out += await self._check(track, final=False)
+        return out
+
+    async def _flush(self, stage: Stage) -> list[Output]:
+        track = self._tracks[stage]
+        if self.stopped is not None or not (track.pending or track.suspect):
+            return []
+        return await self._check(track, final=True)
+
+    def _due(self, track: _Track) -> bool:
+        n = len(track.pending)
+        win = self.policy.window
+        if n >= win.every_tokens:
+            return True
+        return n >= win.min_tokens and bool(_BOUNDARY.search(track.pending[-1][0]))
+
+    async def _detect(self, window: Window) -> Detection:
+        start = self.clock()
+        try:
+            found = await asyncio.wait_for(
+                self.detector.detect([window]), timeout=self.policy.failure.timeout_s
+            )
+            return found[0]
+        except Exception as exc:  # a detector failure must never take the stream down
+            self.stats.detector_errors += 1
+            return Detection(unsafe=float("nan"), detector=self.detector.name, error=repr(exc))
+        finally:
+            self.stats.checks += 1
+            self.stats.check_seconds.append(self.clock() - start)
+
+    async def _check(self, track: _Track, *, final: bool) -> list[Output]:
+        if not track.pending:
+            # only a suspect remains: the stream ended before the debounce could resolve it
+            return self._settle_suspect(track)
+        ctx_chars = self.policy.window.context_chars
+        context = (track.checked + track.text(track.suspect))[-ctx_chars:] if ctx_chars else ""
+        window = Window(track.stage, track.text(track.pending), context, self.prompt)
+        det = await self._detect(window)
+        if det.error is not None:
+            if self.policy.failure.mode == "closed":
+                self.stats.fail_closed += 1
+                return self._fire(track, Action.BLOCK, det, window, reason="detector_error")
+            self.stats.fail_open += 1
+            return self._release(track, include_suspect=True)
+
+        th = self.policy.thresholds
+        if track.stage is Stage.REASONING and det.refusal >= th.refusal:
+            self.self_flagged = True
+        if (
+            track.stage is Stage.ANSWER
+            and self.self_flagged
+            and det.refusal < th.refusal
+            and det.unsafe >= th.collapse
+        ):
+            return self._decide(track, det, window, reason="self_flagged_then_complied")
+        if det.unsafe >= th.high:
+            return self._decide(track, det, window, reason="high_score")
+        if det.unsafe >= th.unsafe:
+            track.streak += 1
+            if track.streak >= th.consecutive:
+                return self._decide(track, det, window, reason="consecutive_windows")
+            if final and th.end_of_stream == "block":
+                return self._decide(track, det, window, reason="unsafe_at_end")
+            track.suspect += track.pending
+            track.pending = []
+            self._suspect_detection = (det, window)
+            return [] if not final else self._release(track, include_suspect=True)
+        track.streak = 0
+        return self._release(track, include_suspect=True)
+
+    def _settle_suspect(self, track: _Track) -> list[Output]:
+        if self.policy.thresholds.end_of_stream == "block":
+            det, window = self._suspect_detection
+            return self._decide(track, det, window, reason="unsafe_at_end")
+        return self._release(track, include_suspect=True)
+
+    def _decide(self, track: _Track, det: Detection, window: Window, *, reason: str) -> list[Output]:
+        action = self.policy.action_for(det.category, track.stage)
+        if action is Action.STEER and (
+            track.stage is not Stage.REASONING or self.steer_attempt >= self.policy.steer.max_attempts
+        ):
+            action = Action.BLOCK  # steering continues reasoning; out of attempts, refuse instead
+        if action.stops_generation:
+            return self._fire(track, action, det, window, reason=reason)
+        out: list[Output] = []
+        if action is Action.FLAG and (track.stage, det.category) not in self._flagged:
+            self._flagged.add((track.stage, det.category))
+            out.append(self._verdict(action, track.stage, det, window, reason))
+        track.streak = 0
+        return out + self._release(track, include_suspect=True)
+
+    def _fire(self, track: _Track, action: Action, det: Detection, window: Window, *, reason: str) -> list[Output]:
+        held = len(track.pending) + len(track.suspect)
+        if self.policy.mode is HoldBack.LIVE:
+            self.stats.leaked_tokens += held
+        track.pending, track.suspect = [], []
+        verdict = self._verdict(action, track.stage, det, window, reason)
+        self.stopped = verdict
+        return [verdict]
+
+    def _verdict(self, action: Action, stage: Stage, det: Detection, window: Window, reason: str) -> Verdict:
+        score = det.unsafe if det.unsafe == det.unsafe else 1.0  # NaN from a failed detector
+        verdict = Verdict(
+            action=action,
+            stage=stage,
+            category=det.category,
+            score=score,
+            detector=det.detector or self.detector.name,
+            position=self.stats.tokens,
+            reason=reason,
+            window=window.full,
+        )
+        self.verdicts.append(verdict)
+        return verdict
+
+    def _release(self, track: _Track, *, include_suspect: bool) -> list[Output]:
+        pieces = (track.suspect if include_suspect else []) + track.pending
+        track.suspect, track.pending = ([] if include_suspect else track.suspect), []
+        if not pieces:
+            return []
+        text = track.text(pieces)
+        track.checked += text
+        if self.policy.mode is HoldBack.LIVE:
+            return []  # already forwarded on arrival
+        if self.policy.mode is HoldBack.HIDDEN and track.stage is Stage.REASONING:
+            return []
+        now = self.clock()
+        self.stats.holdback_seconds.extend(now - t for _, t in pieces)
+        self.stats.released_tokens += len(pieces)
+        return [Release(track.stage, text)]
