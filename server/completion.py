@@ -1,0 +1,226 @@
+"""One guarded chat completion: upstream stream → guard monitor → verified steps.
+
+:meth:`GuardedCompletion.steps` is consumed by the SSE writer (streaming clients) or by
+:func:`collect` (non-streaming clients); both see exactly the same verified text.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx
+
+from guard.events import Finish, Stage, Usage
+from guard.monitor import Monitor
+from guard.policy import HoldBack
+from guard.verdict import Action, Release, Verdict
+from server.api import PASSTHROUGH_FIELDS, ChatCompletionRequest
+from server.errors import APIError
+from server.guardrail import Guardrail
+from server.upstream import Upstream, UpstreamStream
+
+log = logging.getLogger("thoughtguard")
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    finish_reason: str
+    verdict: Verdict | None  # the stopping verdict of a block, or the last steer that succeeded
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    message: str
+
+
+Step = Release | Verdict | End | Failure
+
+
+def upstream_payload(req: ChatCompletionRequest) -> dict[str, Any]:
+    payload = req.model_dump(include=set(PASSTHROUGH_FIELDS), exclude_none=True)
+    payload["model"] = req.model
+    payload["messages"] = [
+        m.model_dump(exclude_none=True, exclude={"reasoning", "reasoning_content"}) for m in req.messages
+    ]
+    payload["stream"] = True
+    # continuous usage: tokens generated so far are known even when we abort mid-stream
+    payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    return payload
+
+
+def _word_boundary(text: str) -> str:
+    cut = max(text.rfind(" "), text.rfind("\n"))
+    return text if cut < 0 or text[-1:].isspace() or text[-1:] in ".!?" else text[:cut]
+
+
+class GuardedCompletion:
+    def __init__(
+        self,
+        upstream: Upstream,
+        guardrail: Guardrail,
+        request: ChatCompletionRequest,
+        request_id: str,
+    ) -> None:
+        self.upstream, self.guardrail, self.request, self.request_id = upstream, guardrail, request, request_id
+        self.mode = request.thoughtguard.mode if request.thoughtguard else None
+        self.payload = upstream_payload(request)
+        self.prompt = request.prompt_text()
+        self.model = request.model
+        self.prompt_tokens = 0
+        self.completion_tokens = 0  # summed over the first attempt and steered continuations
+        self.verdicts: list[Verdict] = []
+        self.monitors: list[Monitor] = []
+        self._stream: UpstreamStream | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def effective_mode(self) -> HoldBack:
+        return self.monitors[-1].policy.mode if self.monitors else self.guardrail.policy.with_mode(self.mode).mode
+
+    async def open(self) -> None:
+        """Open the first upstream stream; errors here are still proper HTTP errors."""
+        self._stream = await self.upstream.open_chat(self.payload, request_id=self.request_id)
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()  # closing aborts the request in vLLM
+
+    async def steps(self) -> AsyncIterator[Step]:
+        assert self._stream is not None, "open() first"
+        monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode)
+        self.monitors.append(monitor)
+        attempt_tokens = 0
+        try:
+            while True:
+                stopped: Verdict | None = None
+                finish_reason: str | None = None
+                try:
+                    async for event in self._stream.events():
+                        if isinstance(event, Usage):
+                            self.prompt_tokens = self.prompt_tokens or event.prompt_tokens
+                            attempt_tokens = event.completion_tokens
+                            continue
+                        if isinstance(event, Finish):
+                            finish_reason = event.reason
+                        for out in await monitor.feed(event):
+                            if isinstance(out, Verdict):
+                                self.verdicts.append(out)
+                                if out.action.stops_generation:
+                                    stopped = out
+                                    break
+                            yield out
+                        if stopped is not None:
+                            break
+                    else:
+                        if stopped is None and finish_reason is None:
+                            # the upstream ended without a finish_reason: flush what is held
+                            for out in await monitor.feed(Finish(None)):
+                                if isinstance(out, Verdict):
+                                    self.verdicts.append(out)
+                                    if out.action.stops_generation:
+                                        stopped = out
+                                        break
+                                yield out
+                except (httpx.HTTPError, APIError, ValueError) as exc:
+                    log.warning("upstream stream failed request_id=%s: %r", self.request_id, exc)
+                    self.completion_tokens += max(attempt_tokens, monitor.stats.tokens)
+                    yield Failure(f"upstream stream failed: {type(exc).__name__}")
+                    return
+                await self._stream.aclose()
+                self.completion_tokens += max(attempt_tokens, monitor.stats.tokens)
+                attempt_tokens = 0
+                if stopped is None:
+                    last_steer = next((v for v in reversed(self.verdicts) if v.action is Action.STEER), None)
+                    yield End(finish_reason or "stop", last_steer)
+                    return
+                if stopped.action is Action.STEER:
+                    monitor = await self._steer(monitor)
+                    if monitor is not None:
+                        reflection = self.guardrail.policy.steer.reflection
+                        if self.effective_mode is not HoldBack.HIDDEN:
+                            yield Release(Stage.REASONING, reflection)
+                        continue
+                policy = self.monitors[-1].policy
+                yield End("content_filter", stopped, policy.refusal_for(stopped.category))
+                return
+        finally:
+            await self.aclose()
+
+    async def _steer(self, monitor: Monitor) -> Monitor | None:
+        """Continue from the last verified-safe reasoning plus a safety reflection."""
+        reflection = self.guardrail.policy.steer.reflection
+        prefix = _word_boundary(monitor.verified_reasoning)
+        attempt = monitor.steer_attempt + 1
+        payload = {
+            **self.payload,
+            "messages": [*self.payload["messages"], {"role": "assistant", "content": f"<think>\n{prefix}{reflection}"}],
+            "continue_final_message": True,
+            "add_generation_prompt": False,
+        }
+        try:
+            self._stream = await self.upstream.open_chat(
+                payload, request_id=f"{self.request_id}-steer{attempt}", implicit_think=True
+            )
+        except APIError as exc:
+            log.warning("steer continuation failed request_id=%s: %s", self.request_id, exc.message)
+            return None
+        nxt = self.guardrail.monitor(
+            prompt=self.prompt,
+            mode=self.mode,
+            reasoning_context=prefix + reflection,
+            steer_attempt=attempt,
+        )
+        self.monitors.append(nxt)
+        return nxt
+
+
+async def collect(completion: GuardedCompletion) -> dict[str, Any]:
+    """Run a completion to its end and build the non-streaming ``message``/``choice``."""
+    reasoning: list[str] = []
+    answer: list[str] = []
+    end: End | None = None
+    flags: list[Verdict] = []
+    async for step in completion.steps():
+        if isinstance(step, Release):
+            (reasoning if step.stage is Stage.REASONING else answer).append(step.text)
+        elif isinstance(step, Verdict):
+            flags.append(step)
+        elif isinstance(step, End):
+            end = step
+        elif isinstance(step, Failure):
+            raise APIError(502, step.message, type="upstream_error", code="upstream_failed")
+    assert end is not None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(answer)}
+    if reasoning:
+        message["reasoning"] = message["reasoning_content"] = "".join(reasoning)
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": end.finish_reason, "logprobs": None}
+    ext = extension(end, flags)
+    if end.refusal is not None:
+        message["content"] = join_refusal(message["content"], end.refusal)
+        message["refusal"] = end.refusal
+    if ext is not None:
+        message["thoughtguard"] = choice["thoughtguard"] = ext
+    return choice
+
+
+def join_refusal(answer_so_far: str, refusal: str) -> str:
+    return f"{answer_so_far}\n\n{refusal}" if answer_so_far else refusal
+
+
+def extension(end: End, flags: list[Verdict]) -> dict[str, Any] | None:
+    """The ``thoughtguard`` object: the stopping or steering verdict, plus advisory flags."""
+    if end.verdict is None and not flags:
+        return None
+    ext: dict[str, Any] = end.verdict.as_extension() if end.verdict is not None else {"action": "flag"}
+    if flags:
+        ext["flags"] = [f.as_extension() for f in flags]
+        if end.verdict is None:
+            first = flags[0]
+            ext.update(stage=first.stage.value, category=first.category, score=round(first.score, 4))
+    return ext

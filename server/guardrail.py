@@ -1,0 +1,50 @@
+"""Builds the detector stack and policy from settings, and a monitor per request."""
+
+from __future__ import annotations
+
+from guard.detectors.base import Detector
+from guard.detectors.cascade import Cascade
+from guard.detectors.null import NullDetector
+from guard.monitor import Monitor
+from guard.policy import HoldBack, Policy
+from server.config import GuardSettings
+from server.upstream import Upstream
+
+
+def _fast_detector(name: str) -> Detector:
+    if name == "lexicon":
+        from guard.detectors.lexicon import LexiconDetector
+
+        return LexiconDetector()
+    from guard.detectors.classifier import LearnedDetector
+
+    return LearnedDetector()
+
+
+class Guardrail:
+    def __init__(self, detector: Detector, policy: Policy, *, enabled: bool = True) -> None:
+        self.detector, self.policy, self.enabled = detector, policy, enabled
+
+    @classmethod
+    def from_settings(cls, settings: GuardSettings, guard_upstream: Upstream | None = None) -> "Guardrail":
+        policy = Policy.load(settings.policy_file).with_mode(settings.mode)
+        if not settings.enabled:
+            return cls(NullDetector(), policy.with_mode(HoldBack.LIVE), enabled=False)
+        detector = _fast_detector(settings.detector)
+        gm = settings.guard_model
+        if guard_upstream is not None:
+            from guard.detectors.guard_model import GuardModelDetector
+
+            async def complete(prompt: str) -> str:
+                return await guard_upstream.complete(prompt, model=gm.model)
+
+            slow = GuardModelDetector(complete, format=gm.format)
+            detector = Cascade(detector, slow, escalate=gm.escalate, unsure=(gm.unsure_low, gm.unsure_high))
+        return cls(detector, policy)
+
+    def monitor(self, *, prompt: str, mode: HoldBack | None, **kwargs: object) -> Monitor:
+        policy = self.policy if not self.enabled else self.policy.with_mode(mode)
+        return Monitor(self.detector, policy, prompt=prompt, **kwargs)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        await self.detector.aclose()

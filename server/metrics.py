@@ -1,0 +1,71 @@
+"""Prometheus metrics of the gateway, on a registry of its own.
+
+Names follow Prometheus conventions (base units, ``_total``, ``_seconds``) and every series
+carries ``model``; label values come from closed sets (outcomes, stages, S-codes) so
+cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+OUTCOMES = ("ok", "blocked", "steered", "flagged", "client_error", "upstream_error", "cancelled")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "thoughtguard_requests", "Chat completion requests by outcome", ["model", "outcome"], registry=r
+        )
+        self.in_flight = Gauge("thoughtguard_requests_in_flight", "Requests being served", ["model"], registry=r)
+        self.decisions = Counter(
+            "thoughtguard_guard_decisions",
+            "Guard decisions that blocked, steered or flagged",
+            ["model", "stage", "category", "action"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "thoughtguard_time_to_first_token_seconds",
+            "Time to the first released reasoning or answer token, as the client sees it",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "thoughtguard_e2e_request_latency_seconds",
+            "Request latency from arrival to the last byte",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.holdback = Histogram(
+            "thoughtguard_holdback_delay_seconds",
+            "How long verified text waited in the guard before release (per token)",
+            ["model"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.check = Histogram(
+            "thoughtguard_guard_check_duration_seconds",
+            "Duration of one guard check",
+            ["model", "detector"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.leaked = Counter(
+            "thoughtguard_live_leaked_tokens", "Tokens forwarded unchecked in live mode that a block then covered",
+            ["model"], registry=r,
+        )
+        self.saved = Counter(
+            "thoughtguard_upstream_tokens_saved",
+            "Upstream tokens not generated because a block aborted the request early (max_tokens minus generated)",
+            ["model"],
+            registry=r,
+        )
+        self.detector_errors = Counter(
+            "thoughtguard_guard_errors", "Detector errors and timeouts", ["model", "detector"], registry=r
+        )

@@ -1,0 +1,135 @@
+"""HTTP routes: chat completions, models, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from guard.verdict import Release, Verdict
+from server.api import ChatCompletionRequest, ErrorResponse
+from server.completion import End, Failure, GuardedCompletion, collect, extension
+from server.errors import APIError, error_body
+from server.sse import DONE, ChunkWriter, usage_dict
+from server.state import AppState, record
+
+router = APIRouter()
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ERRORS = {400: {"model": ErrorResponse}, 502: {"model": ErrorResponse}}
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.tg
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@router.post("/v1/chat/completions", responses=_ERRORS)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    rid = _request_id(request)
+    started = time.perf_counter()
+    completion = GuardedCompletion(state.upstream, state.guardrail, body, rid)
+    state.metrics.in_flight.labels(body.model).inc()
+    try:
+        await completion.open()
+    except APIError as exc:
+        state.metrics.in_flight.labels(body.model).dec()
+        record(state, completion, "upstream_error" if exc.status >= 500 else "client_error", started)
+        exc.headers = {**(exc.headers or {}), "X-Request-Id": rid}
+        raise
+    headers = {"X-Request-Id": rid}
+    if body.stream:
+        return StreamingResponse(
+            _sse(state, completion, started), media_type="text/event-stream", headers=headers
+        )
+    try:
+        choice = await collect(completion)
+    except APIError:
+        record(state, completion, "upstream_error", started)
+        raise
+    finally:
+        state.metrics.in_flight.labels(body.model).dec()
+    record(state, completion, None, started)
+    used = completion.usage
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{rid}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [choice],
+            "usage": usage_dict(used),
+        },
+        headers=headers,
+    )
+
+
+async def _sse(state: AppState, completion: GuardedCompletion, started: float) -> AsyncIterator[bytes]:
+    writer = ChunkWriter(f"chatcmpl-{completion.request_id}", completion.model)
+    flags: list[Verdict] = []
+    answered = False
+    outcome: str | None = None
+    first_token: float | None = None
+    try:
+        yield writer.role()
+        async for step in completion.steps():
+            if isinstance(step, Release):
+                if first_token is None:
+                    first_token = time.perf_counter()
+                answered = answered or step.stage.value == "answer"
+                yield writer.text(step.stage, step.text)
+            elif isinstance(step, Verdict):
+                flags.append(step)
+            elif isinstance(step, End):
+                ext = extension(step, flags)
+                content = None
+                if step.refusal is not None:
+                    content = f"\n\n{step.refusal}" if answered else step.refusal
+                yield writer.finish(step.finish_reason, content=content, extension=ext)
+            elif isinstance(step, Failure):
+                outcome = "upstream_error"
+                yield writer.error(step.message, type="upstream_error", code="upstream_failed")
+        if completion.request.include_usage:
+            yield writer.usage(completion.usage)
+        yield DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome = "cancelled"
+        raise
+    finally:
+        await completion.aclose()
+        state.metrics.in_flight.labels(completion.model).dec()
+        record(state, completion, outcome, started, first_token=first_token)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> JSONResponse:
+    return JSONResponse(await _state(request).upstream.models())
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    if await _state(request).upstream.ready():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse(
+        error_body("upstream is not answering", type="upstream_error", code="upstream_unavailable"), status_code=503
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

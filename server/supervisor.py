@@ -1,0 +1,111 @@
+"""Run vLLM as a managed child process of the gateway.
+
+The child gets its own process group so stopping it takes its engine workers along, and the
+kernel sends it SIGTERM if the gateway dies without cleaning up (PR_SET_PDEATHSIG), so no
+orphan vLLM keeps the memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVE_HINTS = "thoughtguard-serve.json"  # written next to a model by the project's model scripts
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def vllm_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("VLLM_CACHE_ROOT", str(Path(".cache/vllm").resolve()))
+    return env
+
+
+@dataclass
+class ModelHints:
+    """Per-model defaults a model folder can carry (vLLM flags, inline-think behaviour)."""
+
+    vllm_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    implicit_think: bool = False
+
+    @classmethod
+    def for_model(cls, model: str) -> "ModelHints":
+        path = Path(model) / SERVE_HINTS
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        return cls(
+            vllm_args=list(data.get("vllm_args", [])),
+            env={k: str(v) for k, v in data.get("env", {}).items()},
+            implicit_think=bool(data.get("implicit_think", False)),
+        )
+
+
+@dataclass
+class VLLMProcess:
+    model: str
+    port: int
+    host: str = "127.0.0.1"
+    served_model_name: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        name = self.served_model_name or Path(self.model.rstrip("/")).name
+        hints = ModelHints.for_model(self.model)
+        return [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model,
+            "--served-model-name", name,
+            "--host", self.host,
+            "--port", str(self.port),
+            *hints.vllm_args,
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        hints = ModelHints.for_model(self.model)
+        env = vllm_env({**os.environ, **hints.env})
+        out = open(self.log_file, "ab") if self.log_file else None
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue

@@ -1,0 +1,157 @@
+"""The upstream model server, reached with one pooled httpx client.
+
+Chat completions are always requested as streams, even for non-streaming clients, so the
+guard can stop a generation early: closing the response closes the connection, and vLLM aborts
+the request when its client goes away.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx
+
+from guard.events import Event, Finish, Stage, TextDelta, Usage
+from server.config import UpstreamSettings
+from server.errors import APIError
+from server.thinksplit import ThinkSplitter
+
+
+class UpstreamUnavailable(APIError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(502, f"upstream unavailable: {detail}", type="upstream_error", code="upstream_unavailable")
+
+
+@dataclass
+class UpstreamStream:
+    """One open streaming response; iterate :meth:`events`, then (or instead) :meth:`aclose`."""
+
+    response: httpx.Response
+    splitter: ThinkSplitter
+    model: str | None = None
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for line in self.response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise UpstreamUnavailable(str(chunk["error"].get("message", chunk["error"]))[:500])
+            self.model = chunk.get("model", self.model)
+            for event in self._chunk_events(chunk):
+                yield event
+        for delta in self.splitter.flush():
+            yield delta
+
+    def _chunk_events(self, chunk: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            thought = delta.get("reasoning") or delta.get("reasoning_content")
+            if thought:
+                out.append(TextDelta(Stage.REASONING, thought))
+            content = delta.get("content")
+            if content:
+                out.extend(self.splitter.feed(content))
+            if choice.get("finish_reason"):
+                out.extend(self.splitter.flush())
+                out.append(Finish(choice["finish_reason"]))
+        usage = chunk.get("usage")
+        if usage:
+            details = usage.get("completion_tokens_details") or {}
+            out.append(
+                Usage(
+                    prompt_tokens=usage.get("prompt_tokens", 0),
+                    completion_tokens=usage.get("completion_tokens", 0),
+                    reasoning_tokens=details.get("reasoning_tokens"),
+                )
+            )
+        return out
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class Upstream:
+    def __init__(self, settings: UpstreamSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        headers = {}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self.client = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+            ),
+            transport=transport,
+        )
+
+    async def open_chat(self, payload: dict[str, Any], *, request_id: str, implicit_think: bool | None = None) -> UpstreamStream:
+        request = self.client.build_request(
+            "POST", "chat/completions", json=payload, headers={"X-Request-Id": request_id}
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(type(exc).__name__) from exc
+        if response.status_code >= 400:
+            await self._raise_for_status(response)
+        think = self.settings.implicit_think if implicit_think is None else implicit_think
+        return UpstreamStream(response, ThinkSplitter(implicit_open=think))
+
+    async def complete(self, prompt: str, *, model: str | None, max_tokens: int = 16) -> str:
+        """Raw-text completion (the guard-model tier)."""
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+        if model:
+            body["model"] = model
+        try:
+            response = await self.client.post("completions", json=body)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(type(exc).__name__) from exc
+        if response.status_code >= 400:
+            await self._raise_for_status(response)
+        return response.json()["choices"][0]["text"]
+
+    async def models(self) -> dict[str, Any]:
+        try:
+            response = await self.client.get("models", timeout=self.settings.connect_timeout_s)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(type(exc).__name__) from exc
+        if response.status_code >= 400:
+            await self._raise_for_status(response)
+        return response.json()
+
+    async def ready(self) -> bool:
+        try:
+            await self.models()
+        except APIError:
+            return False
+        return True
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        await response.aread()
+        await response.aclose()
+        if response.status_code >= 500:
+            raise UpstreamUnavailable(f"status {response.status_code}")
+        try:
+            err = response.json()["error"]
+            message = err.get("message") if isinstance(err, dict) else str(err)
+        except (ValueError, KeyError, TypeError):
+            err, message = {}, response.text[:500]
+        raise APIError(
+            response.status_code,
+            message or f"upstream rejected the request ({response.status_code})",
+            type=(err.get("type") if isinstance(err, dict) else None) or "invalid_request_error",
+            param=err.get("param") if isinstance(err, dict) else None,
+            code=err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), str) else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
