@@ -38,6 +38,17 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class ImageMeta:
+    """What the guard knows of an image the request carried (never its pixels)."""
+
+    width: int
+    height: int
+    format: str
+    sha256: str
+    bytes: int
+
+
 Event = TextDelta | Finish | Usage
 
 

@@ -144,3 +144,19 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def chat_request_openapi() -> dict[str, Any]:
+    """The request body for the OpenAPI document (the route reads the raw body itself)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+        }
+    }
+
+
+def openapi_components() -> dict[str, Any]:
+    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "ChatCompletionRequest": schema}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
 from server import errors
+from server.api import openapi_components
+from server.auth import KeyGate
 from server.config import Settings, UpstreamSettings
 from server.guardrail import Guardrail
+from server.images import ImageResolver
+from server.limits import BodySizeLimit
 from server.metrics import Metrics
 from server.routes import router
 from server.state import AppState
@@ -29,10 +33,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 UpstreamSettings(url=gm.url, read_timeout_s=gm.timeout_s, connect_timeout_s=gm.timeout_s)
             )
         guardrail = Guardrail.from_settings(settings.guard, guard_upstream)
-        app.state.tg = AppState(upstream=upstream, guardrail=guardrail, metrics=Metrics())
+        images = ImageResolver(settings.images)
+        app.state.tg = AppState(
+            settings=settings,
+            upstream=upstream,
+            guardrail=guardrail,
+            metrics=Metrics(),
+            auth=KeyGate(settings.auth),
+            images=images,
+        )
         try:
             yield
         finally:
+            await images.aclose()
             await upstream.aclose()
             if guard_upstream is not None:
                 await guard_upstream.aclose()
@@ -42,4 +55,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    _with_request_schemas(app)
     return app
+
+
+def _with_request_schemas(app: FastAPI) -> None:
+    """Put the chat request schema into the OpenAPI components the route's body refers to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

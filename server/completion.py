@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from guard.events import Finish, Stage, Usage
+from guard.events import Finish, ImageMeta, Stage, Usage
 from guard.monitor import Monitor
 from guard.policy import HoldBack
 from guard.verdict import Action, Release, Verdict
@@ -71,6 +71,7 @@ class GuardedCompletion:
         self.model = request.model
         self.prompt_tokens = 0
         self.completion_tokens = 0  # summed over the first attempt and steered continuations
+        self.images: list[ImageMeta] = []
         self.verdicts: list[Verdict] = []
         self.monitors: list[Monitor] = []
         self._stream: UpstreamStream | None = None

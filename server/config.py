@@ -12,9 +12,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from typing import Annotated
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -53,6 +56,44 @@ class GuardSettings(BaseModel):
     guard_model: GuardModelSettings = GuardModelSettings()
 
 
+class ImageSettings(BaseModel):
+    formats: list[Literal["PNG", "JPEG", "WEBP", "GIF"]] = ["PNG", "JPEG", "WEBP", "GIF"]
+    max_images: int = Field(4, ge=0, le=64, description="images per request")
+    max_bytes: int = Field(10 * 2**20, ge=1, description="encoded bytes per image")
+    max_total_bytes: int = Field(20 * 2**20, ge=1, description="encoded bytes of all images of a request")
+    max_pixels: int = Field(16_777_216, ge=1, description="width x height, checked before decoding (bomb guard)")
+    max_side: int = Field(2048, ge=0, description="downscale larger images to this side; 0 keeps the size")
+    fetch_remote: bool = Field(True, description="fetch http(s) image URLs")
+    max_redirects: int = Field(3, ge=0, le=10)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    allow_private_hosts: bool = Field(False, description="permit loopback/private addresses (in-cluster image stores)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="if set, only these hosts are fetched")
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = Field(48 * 2**20, ge=1024, description="request body; larger is a 413")
+    max_json_depth: int = Field(16, ge=4, le=256)
+    max_messages: int = Field(512, ge=1)
+    max_content_parts: int = Field(64, ge=1, description="content parts per message")
+    max_tokens: int = Field(32768, ge=1, description="largest max_tokens / max_completion_tokens accepted")
+
+
+class AuthSettings(BaseModel):
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted bearer keys (comma-separated in the env); empty = no auth"
+    )
+    max_concurrency_per_key: int = Field(0, ge=0, description="in-flight requests per key; 0 = unlimited")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 429")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="THOUGHTGUARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -63,6 +104,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     upstream: UpstreamSettings = UpstreamSettings()
     guard: GuardSettings = GuardSettings()
+    images: ImageSettings = ImageSettings()
+    limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight streams on shutdown")
 
     @classmethod
@@ -86,5 +130,6 @@ class Settings(BaseSettings):
             "upstream": {
                 **self.upstream.model_dump(mode="json"),
                 "api_key": "**********" if self.upstream.api_key else None,
-            }
+            },
+            "auth": {**self.auth.model_dump(mode="json"), "api_keys": f"<{len(self.auth.api_keys)} keys>"},
         }

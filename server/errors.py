@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,15 +34,30 @@ def error_body(message: str, *, type: str, param: str | None = None, code: str |
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+_TYPE_SEGMENT = re.compile(r"^(str|int|float|bool|none|.*\[.*\]|function-.*)$")
+
+
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p not in ("body",)]
-    out = ""
-    for p in parts:
+    """pydantic's error location as the OpenAI ``param`` path, e.g. ``messages[2].content[1].image_url``."""
+    out, last = "", None
+    for p in loc:
+        if p == "body" or (isinstance(p, str) and _TYPE_SEGMENT.match(p)) or p == last:
+            continue  # union branch names and discriminator tags are pydantic's, not the client's
+        last = p
         if isinstance(p, int):
             out += f"[{p}]"
-        elif isinstance(p, str) and not p.startswith(("function-", "tagged-union")):
-            out += f".{p}" if out else p
+        else:
+            out += f".{p}" if out else str(p)
     return out or None
+
+
+def validation_error(errors: list[Any]) -> APIError:
+    """A pydantic error list as one OpenAI-style 400 naming the first offending field."""
+    # the most specific error names the field the client got wrong, not a union branch it didn't pick
+    first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {"msg": "invalid request", "loc": ()}
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return APIError(400, message, param=param)
 
 
 def install(app: FastAPI) -> None:
@@ -51,10 +67,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        param = _loc_to_param(tuple(first.get("loc", ())))
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
-        return JSONResponse(error_body(message, type="invalid_request_error", param=param), status_code=400)
+        err = validation_error(list(exc.errors()))
+        return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

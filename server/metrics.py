@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from guard.events import ImageMeta
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 OUTCOMES = ("ok", "blocked", "steered", "flagged", "client_error", "upstream_error", "cancelled")
@@ -69,3 +71,13 @@ class Metrics:
         self.detector_errors = Counter(
             "thoughtguard_guard_errors", "Detector errors and timeouts", ["model", "detector"], registry=r
         )
+        self.images = Counter("thoughtguard_images", "Images accepted", ["model", "format"], registry=r)
+        self.image_bytes = Counter("thoughtguard_image_bytes", "Encoded bytes of accepted images", ["model"], registry=r)
+        self.image_rejections = Counter(
+            "thoughtguard_image_rejections", "Images refused, by reason", ["model", "reason"], registry=r
+        )
+
+    def observe_images(self, model: str, images: list[ImageMeta]) -> None:
+        for meta in images:
+            self.images.labels(model, meta.format).inc()
+            self.image_bytes.labels(model).inc(meta.bytes)

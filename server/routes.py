@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.verdict import Release, Verdict
-from server.api import ChatCompletionRequest, ErrorResponse
+from server.api import ErrorResponse, chat_request_openapi
 from server.completion import End, Failure, GuardedCompletion, collect, extension
 from server.errors import APIError, error_body
+from server.limits import read_chat_request
 from server.sse import DONE, ChunkWriter, usage_dict
 from server.state import AppState, record
 
@@ -33,34 +34,45 @@ def _request_id(request: Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-@router.post("/v1/chat/completions", responses=_ERRORS)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+@router.post("/v1/chat/completions", responses=_ERRORS, openapi_extra=chat_request_openapi())
+async def chat_completions(request: Request) -> Response:
     state = _state(request)
     rid = _request_id(request)
     started = time.perf_counter()
+    headers = {"X-Request-Id": rid}
+    try:
+        who = state.auth.authenticate(request)
+        body = await read_chat_request(request, state.settings.limits)
+        state.auth.acquire(who)
+    except APIError as exc:
+        state.metrics.requests.labels("unknown", "client_error").inc()
+        exc.headers = {**(exc.headers or {}), **headers}
+        raise
     completion = GuardedCompletion(state.upstream, state.guardrail, body, rid)
     state.metrics.in_flight.labels(body.model).inc()
+    streaming = False
     try:
+        completion.images = await state.images.resolve(body)
+        state.metrics.observe_images(body.model, completion.images)
         await completion.open()
-    except APIError as exc:
-        state.metrics.in_flight.labels(body.model).dec()
-        record(state, completion, "upstream_error" if exc.status >= 500 else "client_error", started)
-        exc.headers = {**(exc.headers or {}), "X-Request-Id": rid}
-        raise
-    headers = {"X-Request-Id": rid}
-    if body.stream:
-        return StreamingResponse(
-            _sse(state, completion, started), media_type="text/event-stream", headers=headers
-        )
-    try:
+        if body.stream:
+            streaming = True
+            return StreamingResponse(
+                _sse(state, completion, started, who), media_type="text/event-stream", headers=headers
+            )
         choice = await collect(completion)
-    except APIError:
-        record(state, completion, "upstream_error", started)
+    except APIError as exc:
+        outcome = "upstream_error" if exc.status >= 500 else "client_error"
+        if exc.code and exc.code.startswith("image_"):
+            state.metrics.image_rejections.labels(body.model, exc.code.removeprefix("image_")).inc()
+        record(state, completion, outcome, started)
+        exc.headers = {**(exc.headers or {}), **headers}
         raise
     finally:
-        state.metrics.in_flight.labels(body.model).dec()
+        if not streaming:
+            state.metrics.in_flight.labels(body.model).dec()
+            state.auth.release(who)
     record(state, completion, None, started)
-    used = completion.usage
     return JSONResponse(
         {
             "id": f"chatcmpl-{rid}",
@@ -68,13 +80,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             "created": int(time.time()),
             "model": body.model,
             "choices": [choice],
-            "usage": usage_dict(used),
+            "usage": usage_dict(completion.usage),
         },
         headers=headers,
     )
 
 
-async def _sse(state: AppState, completion: GuardedCompletion, started: float) -> AsyncIterator[bytes]:
+async def _sse(state: AppState, completion: GuardedCompletion, started: float, who: str) -> AsyncIterator[bytes]:
     writer = ChunkWriter(f"chatcmpl-{completion.request_id}", completion.model)
     flags: list[Verdict] = []
     answered = False
@@ -107,6 +119,7 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float) -
         raise
     finally:
         await completion.aclose()
+        state.auth.release(who)
         state.metrics.in_flight.labels(completion.model).dec()
         record(state, completion, outcome, started, first_token=first_token)
 

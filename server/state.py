@@ -7,8 +7,11 @@ import time
 from dataclasses import dataclass
 
 from guard.verdict import Action
+from server.auth import KeyGate
 from server.completion import GuardedCompletion
+from server.config import Settings
 from server.guardrail import Guardrail
+from server.images import ImageResolver
 from server.metrics import Metrics
 from server.upstream import Upstream
 
@@ -17,9 +20,12 @@ log = logging.getLogger("thoughtguard")
 
 @dataclass
 class AppState:
+    settings: Settings
     upstream: Upstream
     guardrail: Guardrail
     metrics: Metrics
+    auth: KeyGate
+    images: ImageResolver
 
 
 def outcome_of(completion: GuardedCompletion) -> str:

@@ -1,0 +1,167 @@
+"""Guard actions end to end through the real vLLM tiny model: block, steer, flag, collapse, guard-model tier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import openai
+import pytest
+import yaml
+
+from tests.support import (
+    CONVERSATIONS,
+    FIGSTEP_IMAGES,
+    SCRIPTED,
+    free_port,
+    image_data_url,
+    stream_collect,
+    user_message,
+    wait_running_zero,
+)
+
+pytestmark = pytest.mark.vllm
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def policy_file(tmp: Path, name: str, **overrides: Any) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("policies")
+    return {
+        "steer": policy_file(tmp, "steer", actions={"prompt": "allow", "reasoning": "steer", "answer": "block"}),
+        "flag": policy_file(tmp, "flag", actions={"prompt": "allow", "reasoning": "flag", "answer": "flag"}),
+        "open": policy_file(tmp, "open", failure={"mode": "open", "timeout_s": 2.0}),
+    }
+
+
+def run(base: str, model: str, conv_id: str, **kw: Any) -> dict[str, Any]:
+    conv = CONVERSATIONS[conv_id]
+    image = image_data_url(sorted(FIGSTEP_IMAGES.glob("*.png"))[0]) if conv.get("image") else None
+    stream = client(base).chat.completions.create(
+        model=model, messages=user_message(conv, image), temperature=0, max_tokens=512, stream=True, **kw
+    )
+    return stream_collect(stream)
+
+
+def test_steer_continues_from_verified_reasoning(
+    gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str, vllm_url: str
+) -> None:
+    base = gateway_factory(guard={"policy_file": policies["steer"]})
+    conv = CONVERSATIONS["unsafe_reasoning"]
+    got = run(base, served_model, "unsafe_reasoning")
+    assert got["finish_reason"] == "stop", got
+    ext = got["thoughtguard"]
+    assert ext["action"] == "steer" and ext["stage"] == "reasoning"
+    # the client saw the verified start of the thought, the reflection, then the model's own safe continuation
+    assert SCRIPTED["reflection"].strip() in got["reasoning"]
+    before = got["reasoning"].split(SCRIPTED["reflection"].strip())[0].strip()
+    assert conv["reasoning"].startswith(before)
+    assert "black powder" not in got["reasoning"]
+    assert conv["steer_continuation"].strip() in got["reasoning"]
+    assert got["content"].strip() == conv["steer_answer"]
+    wait_running_zero(vllm_url, within=2.0)
+
+
+def test_flag_annotates_without_blocking(
+    gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+) -> None:
+    base = gateway_factory(guard={"policy_file": policies["flag"]})
+    conv = CONVERSATIONS["unsafe_reasoning"]
+    got = run(base, served_model, "unsafe_reasoning")
+    assert got["finish_reason"] == "stop"
+    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    ext = got["thoughtguard"]
+    assert ext["action"] == "flag" and ext["flags"] and ext["flags"][0]["action"] == "flag"
+
+
+def test_self_flagged_reasoning_then_compliant_answer_is_blocked(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["collapse"]
+    got = run(gateway_url, served_model, "collapse")
+    # the thought that recognised the harm is safe and passes whole
+    assert got["reasoning"].strip() == conv["reasoning"]
+    assert got["finish_reason"] == "content_filter"
+    ext = got["thoughtguard"]
+    assert ext["action"] == "block" and ext["stage"] == "answer"
+    assert "tension wrench" not in got["content"]
+
+
+def test_refusing_reasoning_passes(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["refuses"]
+    got = run(gateway_url, served_model, "refuses")
+    assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
+    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+
+
+def test_image_jailbreak_read_out_in_reasoning_is_blocked(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["image_jailbreak"]
+    got = run(gateway_url, served_model, "image_jailbreak")
+    assert got["finish_reason"] == "content_filter"
+    assert got["thoughtguard"]["stage"] == "reasoning"
+    assert "red phosphorus" not in got["reasoning"] + got["content"]
+    assert conv["reasoning"].startswith(got["reasoning"].strip())
+
+
+def test_guard_model_tier_llama_guard_blocks(
+    gateway_factory: Callable[..., str], vllm_url: str, served_model: str
+) -> None:
+    # the tiny model was trained to answer every Llama Guard 3 prompt with "unsafe\nS9"
+    base = gateway_factory(guard={"guard_model": {
+        "url": f"{vllm_url}/v1", "model": served_model, "format": "llama_guard_3", "escalate": "always"}})
+    got = run(base, served_model, "benign")
+    assert got["finish_reason"] == "content_filter"
+    assert got["thoughtguard"]["category"] == "S9"
+    assert "guard_model" in got["thoughtguard"]["detector"]
+    assert got["reasoning"] == ""  # the first window was already refused by the guard model
+
+
+def test_guard_model_tier_qwen3guard_allows(
+    gateway_factory: Callable[..., str], vllm_url: str, served_model: str
+) -> None:
+    # ...and every Qwen3Guard-Gen prompt with "Safety: Safe": the slow tier overrides the fast one
+    base = gateway_factory(guard={"guard_model": {
+        "url": f"{vllm_url}/v1", "model": served_model, "format": "qwen3guard_gen", "escalate": "always"}})
+    conv = CONVERSATIONS["benign"]
+    got = run(base, served_model, "benign")
+    assert got["finish_reason"] == "stop"
+    assert got["reasoning"].strip() == conv["reasoning"]
+
+
+@pytest.mark.parametrize("policy,expect", [(None, "content_filter"), ("open", "stop")])
+def test_guard_model_down_fails_closed_by_default(
+    policy: str | None, expect: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+) -> None:
+    guard: dict[str, Any] = {"guard_model": {
+        "url": f"http://127.0.0.1:{free_port()}/v1", "format": "llama_guard_3", "escalate": "always", "timeout_s": 1.0}}
+    if policy:
+        guard["policy_file"] = policies[policy]
+    got = run(gateway_factory(guard=guard), served_model, "benign")
+    assert got["finish_reason"] == expect
+    if expect == "content_filter":
+        assert got["thoughtguard"]["reason"] == "detector_error"
+
+
+def test_hidden_mode_per_request_sends_no_reasoning(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["benign"]
+    got = run(gateway_url, served_model, "benign", extra_body={"thoughtguard": {"mode": "hidden"}})
+    assert got["reasoning"] == ""
+    assert got["content"].strip() == conv["answer"] and got["finish_reason"] == "stop"
+
+
+def test_live_mode_forwards_at_once_and_counts_the_leak(gateway_factory: Callable[..., str], served_model: str) -> None:
+    import httpx
+
+    base = gateway_factory(guard={"mode": "live"})
+    got = run(base, served_model, "unsafe_reasoning")
+    assert got["finish_reason"] == "content_filter"
+    metrics = httpx.get(f"{base}/metrics").text
+    leaked = [ln for ln in metrics.splitlines() if ln.startswith("thoughtguard_live_leaked_tokens_total{")]
+    assert leaked and float(leaked[0].split()[-1]) > 0
