@@ -69,6 +69,10 @@ class ImageSettings(BaseModel):
     read_timeout_s: float = Field(10.0, gt=0)
     allow_private_hosts: bool = Field(False, description="permit loopback/private addresses (in-cluster image stores)")
     allowed_hosts: list[str] = Field(default_factory=list, description="if set, only these hosts are fetched")
+    blocked_networks: list[str] = Field(
+        ["169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32"],
+        description="always refused, even with allow_private_hosts (cloud metadata endpoints)",
+    )
 
 
 class LimitSettings(BaseModel):

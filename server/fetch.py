@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class FetchError(Exception):
@@ -36,14 +36,13 @@ class FetchPolicy:
     read_timeout_s: float
     allow_private: bool = False
     allowed_hosts: tuple[str, ...] = ()  # empty = any public host
+    # refused even when private hosts are allowed (cloud metadata endpoints by default)
+    blocked_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
-def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+def _non_public(ip: IPAddress) -> bool:
     return (
-        ip in _METADATA
-        or ip.is_loopback
+        ip.is_loopback
         or ip.is_private
         or ip.is_link_local
         or ip.is_multicast
@@ -65,10 +64,14 @@ async def _checked_address(url: httpx.URL, policy: FetchPolicy) -> str:
     if policy.allowed_hosts and host not in policy.allowed_hosts:
         raise FetchError("host_not_allowed", f"host {host!r} is not on the image host allow-list")
     addresses = await _resolve(host, url.port or (443 if url.scheme == "https" else 80))
-    if not policy.allow_private:
-        for addr in addresses:
-            if _forbidden(ipaddress.ip_address(addr)):
-                raise FetchError("forbidden_address", f"host {host!r} resolves to a non-public address")
+    for addr in addresses:
+        ip = ipaddress.ip_address(addr)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in policy.blocked_networks):
+            raise FetchError("forbidden_address", f"host {host!r} resolves to a blocked address")
+        if not policy.allow_private and _non_public(ip):
+            raise FetchError("forbidden_address", f"host {host!r} resolves to a non-public address")
     return addresses[0]
 
 

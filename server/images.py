@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+import ipaddress
 import re
 import warnings
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class ImageResolver:
             read_timeout_s=settings.read_timeout_s,
             allow_private=settings.allow_private_hosts,
             allowed_hosts=tuple(settings.allowed_hosts),
+            blocked_networks=tuple(ipaddress.ip_network(n) for n in settings.blocked_networks),
         )
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),

@@ -65,6 +65,21 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+# OpenAI fields this gateway cannot serve safely: the guard checks text, not tool calls or audio
+UNSUPPORTED = {
+    "tools": "tool calling",
+    "tool_choice": "tool calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "parallel_tool_calls": "tool calling",
+    "audio": "audio output",
+    "modalities": "output modalities",
+    "logprobs": "logprobs",
+    "top_logprobs": "logprobs",
+    "prediction": "predicted outputs",
+}
+
+
 def _depth(obj: Any, limit: int) -> int:
     """Nesting depth of parsed JSON, stopping early once past ``limit``."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
@@ -94,6 +109,9 @@ async def read_chat_request(request: Request, limits: LimitSettings) -> ChatComp
         raise APIError(400, "request body must be a JSON object", code="invalid_json")
     if _depth(data, limits.max_json_depth) > limits.max_json_depth:
         raise APIError(400, f"JSON nesting is deeper than {limits.max_json_depth}", code="json_too_deep")
+    for key, what in UNSUPPORTED.items():
+        if key in data:
+            raise APIError(400, f"{key}: {what} is not supported by this gateway", param=key, code="unsupported_parameter")
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
