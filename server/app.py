@@ -6,9 +6,11 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from server import errors
 from server.api import openapi_components
+from server.audit import AuditLog
 from server.auth import KeyGate
 from server.config import Settings, UpstreamSettings
 from server.guardrail import Guardrail
@@ -34,17 +36,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         guardrail = Guardrail.from_settings(settings.guard, guard_upstream)
         images = ImageResolver(settings.images)
+        audit = None
+        if settings.audit.path is not None:
+            a = settings.audit
+            audit = AuditLog(a.path, max_bytes=a.max_bytes, backups=a.backups, capture_window=a.capture_window)
+        metrics = Metrics()
+        metrics_server = None
+        if settings.metrics_port:
+            # a separate port keeps scrapes off the API listener (and out of its auth)
+            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
         app.state.tg = AppState(
             settings=settings,
             upstream=upstream,
             guardrail=guardrail,
-            metrics=Metrics(),
+            metrics=metrics,
             auth=KeyGate(settings.auth),
             images=images,
+            audit=audit,
         )
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            if audit is not None:
+                audit.close()
             await images.aclose()
             await upstream.aclose()
             if guard_upstream is not None:

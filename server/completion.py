@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -75,6 +76,7 @@ class GuardedCompletion:
         self.verdicts: list[Verdict] = []
         self.monitors: list[Monitor] = []
         self._stream: UpstreamStream | None = None
+        self.connect_seconds: float | None = None
 
     @property
     def usage(self) -> Usage:
@@ -86,7 +88,9 @@ class GuardedCompletion:
 
     async def open(self) -> None:
         """Open the first upstream stream; errors here are still proper HTTP errors."""
+        started = time.perf_counter()
         self._stream = await self.upstream.open_chat(self.payload, request_id=self.request_id)
+        self.connect_seconds = time.perf_counter() - started
 
     async def aclose(self) -> None:
         if self._stream is not None:

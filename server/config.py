@@ -98,6 +98,13 @@ class AuthSettings(BaseModel):
         return v
 
 
+class AuditSettings(BaseModel):
+    path: Path | None = Field(None, description="JSON-lines audit log; unset = off")
+    max_bytes: int = Field(50 * 2**20, ge=1024, description="rotate when the file reaches this size")
+    backups: int = Field(5, ge=0, description="rotated files kept")
+    capture_window: bool = Field(False, description="also write the flagged window's text (off: no text at all)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="THOUGHTGUARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -111,6 +118,8 @@ class Settings(BaseSettings):
     images: ImageSettings = ImageSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="also serve /metrics on this port")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight streams on shutdown")
 
     @classmethod

@@ -37,6 +37,40 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.ttfat = Histogram(
+            "thoughtguard_time_to_first_answer_token_seconds",
+            "Time to the first released answer token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "thoughtguard_inter_token_latency_seconds",
+            "Gap between consecutive text chunks sent to a streaming client",
+            ["model"],
+            buckets=FAST_BUCKETS + (2.5, 5),
+            registry=r,
+        )
+        self.upstream_connect = Histogram(
+            "thoughtguard_upstream_connect_seconds",
+            "Time until the upstream answered with response headers",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.detection_position = Histogram(
+            "thoughtguard_detection_position_tokens",
+            "Generated tokens seen when a block or steer fired",
+            ["model", "stage"],
+            buckets=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+            registry=r,
+        )
+        self.fail_activations = Counter(
+            "thoughtguard_guard_fail_activations",
+            "Detector failures resolved by the policy's failure mode",
+            ["model", "mode"],
+            registry=r,
+        )
         self.e2e = Histogram(
             "thoughtguard_e2e_request_latency_seconds",
             "Request latency from arrival to the last byte",

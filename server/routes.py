@@ -12,13 +12,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from guard.events import Stage
 from guard.verdict import Release, Verdict
 from server.api import ErrorResponse, chat_request_openapi
 from server.completion import End, Failure, GuardedCompletion, collect, extension
 from server.errors import APIError, error_body
 from server.limits import read_chat_request
 from server.sse import DONE, ChunkWriter, usage_dict
-from server.state import AppState, record
+from server.state import AppState, Timings, record
 
 router = APIRouter()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -91,14 +92,14 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
     flags: list[Verdict] = []
     answered = False
     outcome: str | None = None
-    first_token: float | None = None
+    timings = Timings()
     try:
         yield writer.role()
         async for step in completion.steps():
             if isinstance(step, Release):
-                if first_token is None:
-                    first_token = time.perf_counter()
-                answered = answered or step.stage.value == "answer"
+                is_answer = step.stage is Stage.ANSWER
+                answered = answered or is_answer
+                timings.sent(time.perf_counter(), answer=is_answer)
                 yield writer.text(step.stage, step.text)
             elif isinstance(step, Verdict):
                 flags.append(step)
@@ -121,7 +122,7 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
         await completion.aclose()
         state.auth.release(who)
         state.metrics.in_flight.labels(completion.model).dec()
-        record(state, completion, outcome, started, first_token=first_token)
+        record(state, completion, outcome, started, timings)
 
 
 @router.get("/v1/models")
