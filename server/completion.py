@@ -16,6 +16,7 @@ import httpx
 from guard.events import Finish, ImageMeta, Stage, Usage
 from guard.monitor import Monitor
 from guard.policy import HoldBack
+from guard.prompt_check import check_prompt
 from guard.verdict import Action, Release, Verdict
 from server.api import PASSTHROUGH_FIELDS, ChatCompletionRequest
 from server.errors import APIError
@@ -77,6 +78,8 @@ class GuardedCompletion:
         self.monitors: list[Monitor] = []
         self._stream: UpstreamStream | None = None
         self.connect_seconds: float | None = None
+        self.prompt_blocked: Verdict | None = None
+        self.prompt_check_seconds: float | None = None
 
     @property
     def usage(self) -> Usage:
@@ -85,6 +88,19 @@ class GuardedCompletion:
     @property
     def effective_mode(self) -> HoldBack:
         return self.monitors[-1].policy.mode if self.monitors else self.guardrail.policy.with_mode(self.mode).mode
+
+    async def check_prompt(self) -> Verdict | None:
+        """The optional pre-generation check; a stopping verdict means no upstream call at all."""
+        result = await check_prompt(
+            self.guardrail.detector, self.guardrail.policy, self.prompt, tuple(self.images)
+        )
+        self.prompt_check_seconds = result.seconds
+        if result.verdict is None:
+            return None
+        self.verdicts.append(result.verdict)
+        if result.verdict.action.stops_generation:
+            self.prompt_blocked = result.verdict
+        return result.verdict
 
     async def open(self) -> None:
         """Open the first upstream stream; errors here are still proper HTTP errors."""
@@ -97,7 +113,12 @@ class GuardedCompletion:
             await self._stream.aclose()  # closing aborts the request in vLLM
 
     async def steps(self) -> AsyncIterator[Step]:
+        if self.prompt_blocked is not None:
+            yield End("content_filter", self.prompt_blocked, self.guardrail.policy.refusal_for(self.prompt_blocked.category))
+            return
         assert self._stream is not None, "open() first"
+        for flag in self.verdicts:  # an advisory prompt flag rides along like stream flags
+            yield flag
         monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode)
         self.monitors.append(monitor)
         attempt_tokens = 0

@@ -53,6 +53,10 @@ class GuardSettings(BaseModel):
     detector: Literal["learned", "lexicon"] = "learned"
     policy_file: Path | None = Field(None, description="YAML policy; the shipped default when unset")
     mode: HoldBack | None = Field(None, description="overrides the policy's hold-back mode for the deployment")
+    prompt_check: bool = Field(False, description="check the user's text before any upstream call")
+    prompt_block_response: Literal["refusal", "error"] = Field(
+        "refusal", description="a blocked prompt gets a 200 with a refusal, or a 400 with code content_filter"
+    )
     guard_model: GuardModelSettings = GuardModelSettings()
 
 

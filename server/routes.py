@@ -55,7 +55,14 @@ async def chat_completions(request: Request) -> Response:
     try:
         completion.images = await state.images.resolve(body)
         state.metrics.observe_images(body.model, completion.images)
-        await completion.open()
+        guard = state.settings.guard
+        if guard.enabled and guard.prompt_check and await completion.check_prompt():
+            blocked = completion.prompt_blocked
+            if blocked is not None and guard.prompt_block_response == "error":
+                raise APIError(400, "the request was refused by the content policy", code="content_filter",
+                               param="messages")
+        if completion.prompt_blocked is None:
+            await completion.open()
         if body.stream:
             streaming = True
             return StreamingResponse(
@@ -64,6 +71,8 @@ async def chat_completions(request: Request) -> Response:
         choice = await collect(completion)
     except APIError as exc:
         outcome = "upstream_error" if exc.status >= 500 else "client_error"
+        if exc.code == "content_filter":
+            outcome = "blocked"
         if exc.code and exc.code.startswith("image_"):
             state.metrics.image_rejections.labels(body.model, exc.code.removeprefix("image_")).inc()
         record(state, completion, outcome, started)

@@ -87,6 +87,8 @@ def record(
             m.detection_position.labels(model, v.stage.value).observe(v.position)
         if state.audit is not None:
             state.audit.decision(completion.request_id, model, v)
+    if completion.prompt_check_seconds is not None:
+        m.check.labels(model, completion.guardrail.detector.name).observe(completion.prompt_check_seconds)
     for mon in completion.monitors:
         st = mon.stats
         for s in st.check_seconds:
