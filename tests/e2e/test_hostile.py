@@ -75,7 +75,7 @@ def test_api_keys_and_per_key_concurrency(gateway_factory: Callable[..., str], s
     assert ok.chat.completions.create(**body).choices[0].message.content
 
     # hold key-one's only slot with a long stream, then a second request with the same key gets 429
-    long_body = {**body, "max_tokens": 3000, "ignore_eos": True, "stream": True}
+    long_body = {**body, "max_tokens": 1800, "ignore_eos": True, "stream": True}
     started, release = threading.Event(), threading.Event()
 
     def hold() -> None:

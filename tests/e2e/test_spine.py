@@ -49,6 +49,7 @@ def test_stream_benign_matches_direct_upstream(
     assert direct["content"].strip() == conv["answer"]
     # and the guard lets benign text through byte for byte
     assert guarded["reasoning"] == direct["reasoning"]
+    assert guarded["reasoning_content"] == guarded["reasoning"]  # the older key, for older clients
     assert guarded["content"] == direct["content"]
     assert guarded["finish_reason"] == "stop" and guarded["thoughtguard"] is None
     order = guarded["order"]
@@ -117,7 +118,7 @@ def test_unsafe_non_stream_carries_outcome(gateway_url: str, served_model: str) 
 def test_client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, served_model: str) -> None:
     conv = CONVERSATIONS["benign"]
     body = {
-        "model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 4000,
+        "model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 1800,
         "ignore_eos": True, "stream": True, "thoughtguard": {"mode": "live"},
     }
     with httpx.Client(timeout=60) as http:
