@@ -144,14 +144,16 @@ def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
         target=_wait_ready, args=(settings.upstream.url, vllm, args.ready_timeout, on_ready, stop), daemon=True
     )
     watcher.start()
+    died_first = False
     try:
         server.run()
     finally:
         stop.set()
         if vllm is not None:
+            died_first = vllm.exited() is not None  # vLLM failed on its own, not stopped by us
             print("thoughtguard: stopping vLLM", flush=True)
             vllm.stop()
-    return 0 if vllm is None or vllm.exited() in (0, -15, None) else 1
+    return 1 if died_first else 0
 
 
 def main(argv: list[str] | None = None) -> int:
