@@ -56,6 +56,17 @@ class ModelHints:
             implicit_think=bool(data.get("implicit_think", False)),
         )
 
+    def write(self, model_dir: Path) -> None:
+        (model_dir / SERVE_HINTS).write_text(
+            json.dumps({"vllm_args": self.vllm_args, "env": self.env, "implicit_think": self.implicit_think}, indent=2)
+            + "\n"
+        )
+
+
+# what these CPU machines need for a small model (see ../shared/notes/vllm-on-cpu.md)
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+CPU_ARGS = ["--enforce-eager", "--max-model-len", "4096", "--gpu-memory-utilization", "0.2"]
+
 
 @dataclass
 class VLLMProcess:

@@ -84,7 +84,7 @@ def test_non_stream_benign(conv_id: str, gateway_url: str, vllm_url: str, served
 
 def test_unsafe_reasoning_is_cut_off_and_aborted(gateway_url: str, vllm_url: str, served_model: str) -> None:
     conv = CONVERSATIONS["unsafe_reasoning"]
-    onset = conv["reasoning"].index("First, get a steel pipe")
+    onset = conv["onset"]
     stream = client(gateway_url).chat.completions.create(
         model=served_model, messages=user_message(conv), temperature=0, max_tokens=512, stream=True,
         extra_body={"thoughtguard": {"mode": "buffered"}},
