@@ -147,6 +147,8 @@ def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
     died_first = False
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down gracefully
     finally:
         stop.set()
         if vllm is not None:
