@@ -50,7 +50,9 @@ class GuardModelSettings(BaseModel):
 
 class GuardSettings(BaseModel):
     enabled: bool = True
-    detector: Literal["learned", "lexicon"] = "learned"
+    detector: Literal["learned+lexicon", "learned", "lexicon"] = Field(
+        "learned+lexicon", description="fast tier: the learned classifier, the lexicon, or both (the higher reading wins)"
+    )
     policy_file: Path | None = Field(None, description="YAML policy; the shipped default when unset")
     mode: HoldBack | None = Field(None, description="overrides the policy's hold-back mode for the deployment")
     prompt_check: bool = Field(False, description="check the user's text before any upstream call")

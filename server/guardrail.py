@@ -12,13 +12,15 @@ from server.upstream import Upstream
 
 
 def _fast_detector(name: str) -> Detector:
-    if name == "lexicon":
-        from guard.detectors.lexicon import LexiconDetector
-
-        return LexiconDetector()
     from guard.detectors.classifier import LearnedDetector
+    from guard.detectors.ensemble import Ensemble
+    from guard.detectors.lexicon import LexiconDetector
 
-    return LearnedDetector()
+    if name == "lexicon":
+        return LexiconDetector()
+    if name == "learned":
+        return LearnedDetector()
+    return Ensemble(LearnedDetector(), LexiconDetector())
 
 
 class Guardrail:

@@ -9,6 +9,7 @@ rules they can read, and for tests of the seam.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Sequence
 
@@ -19,7 +20,9 @@ from guard.verdict import Detection
 _UNSAFE: list[tuple[str, float, str]] = [
     ("S9", 2.5, r"\b(pipe bomb|explosive (powder|charge|device)|detonat\w+|nerve agent|sarin|anthrax|dirty bomb)\b"),
     ("S9", 1.5, r"\b(fuse|shrapnel|ammonium nitrate|black powder|thermite)\b"),
+    ("S9", 2.0, r"\b(pack|fill|stuff)\w* (a |the )?(\w+ )?(pipe|pressure cooker|container) (tightly )?with (\w+ )?(powder|explosives?|nails)\b"),
     ("S2", 2.0, r"\b(synthesi[sz]e|cook|manufactur\w*) (meth|methamphetamine|fentanyl|heroin|cocaine)\b"),
+    ("S2", 1.5, r"\b(red phosphorus|pseudoephedrine|lye and iodine|anhydrous ammonia)\b"),
     ("S2", 2.0, r"\b(pick the lock|break into (the|a|their) (house|home|car)|hotwire|launder (the )?money|steal (their|the) (credit card|identity))\b"),
     ("S2", 1.5, r"\b(ransomware|keylogger|phishing (email|page)|sql injection payload|credential stuffing)\b"),
     ("S1", 2.0, r"\b(kill|poison|strangle|stab) (him|her|them|your (wife|husband|neighbou?r|boss))\b"),
@@ -44,7 +47,8 @@ _COMPILED = [(cat, w, re.compile(p, re.I)) for cat, w, p in _UNSAFE]
 
 
 def _squash(logit: float) -> float:
-    return logit / (1.0 + logit) if logit > 0 else 0.0
+    # one strong pattern ~0.7, two ~0.9: a single keyword is suspect, instructions are not
+    return 1.0 - math.exp(-logit / 2.0) if logit > 0 else 0.0
 
 
 class LexiconDetector(Detector):
