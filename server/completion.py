@@ -189,9 +189,11 @@ class GuardedCompletion:
             "continue_final_message": True,
             "add_generation_prompt": False,
         }
+        # without a reasoning parser upstream, the continuation's content starts inside <think>
+        inside_think = self._stream is None or not self._stream.parsed_reasoning
         try:
             self._stream = await self.upstream.open_chat(
-                payload, request_id=f"{self.request_id}-steer{attempt}", implicit_think=True
+                payload, request_id=f"{self.request_id}-steer{attempt}", implicit_think=inside_think
             )
         except APIError as exc:
             log.warning("steer continuation failed request_id=%s: %s", self.request_id, exc.message)

@@ -31,6 +31,8 @@ class UpstreamStream:
     response: httpx.Response
     splitter: ThinkSplitter
     model: str | None = None
+    # the server runs a reasoning parser: its content is answer text, never to be split again
+    parsed_reasoning: bool = False
 
     async def events(self) -> AsyncIterator[Event]:
         async for line in self.response.aiter_lines():
@@ -54,10 +56,14 @@ class UpstreamStream:
             delta = choice.get("delta") or {}
             thought = delta.get("reasoning") or delta.get("reasoning_content")
             if thought:
+                self.parsed_reasoning = True
                 out.append(TextDelta(Stage.REASONING, thought))
             content = delta.get("content")
             if content:
-                out.extend(self.splitter.feed(content))
+                if self.parsed_reasoning:
+                    out.append(TextDelta(Stage.ANSWER, content))
+                else:
+                    out.extend(self.splitter.feed(content))
             if choice.get("finish_reason"):
                 out.extend(self.splitter.flush())
                 out.append(Finish(choice["finish_reason"]))

@@ -42,10 +42,10 @@ def gateway_factory(vllm_url: str) -> Iterator[Callable[..., str]]:
 
     started: dict[str, ThreadedServer] = {}
 
-    def make(upstream: str | None = None, **overrides: Any) -> str:
-        key = repr((upstream, sorted(overrides.items())))
+    def make(upstream_url: str | None = None, **overrides: Any) -> str:
+        key = repr((upstream_url, sorted(overrides.items())))
         if key not in started:
-            upstream_cfg = {"url": (upstream or vllm_url) + "/v1"}
+            upstream_cfg = {"url": (upstream_url or vllm_url) + "/v1"}
             upstream_cfg.update(overrides.pop("upstream", {}))
             settings = Settings(upstream=upstream_cfg, **overrides)
             started[key] = ThreadedServer(create_app(settings)).start()

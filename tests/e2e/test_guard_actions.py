@@ -119,7 +119,7 @@ def test_guard_model_tier_llama_guard_blocks(
     got = run(base, served_model, "benign")
     assert got["finish_reason"] == "content_filter"
     assert got["thoughtguard"]["category"] == "S9"
-    assert "guard_model" in got["thoughtguard"]["detector"]
+    assert got["thoughtguard"]["detector"] == "llama_guard_3"
     assert got["reasoning"] == ""  # the first window was already refused by the guard model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import httpx
@@ -67,36 +68,52 @@ def test_structure_caps(gateway_factory: Callable[..., str], served_model: str) 
 
 
 def test_api_keys_and_per_key_concurrency(gateway_factory: Callable[..., str], served_model: str) -> None:
-    base = gateway_factory(auth={"api_keys": ["key-one", "key-two"], "max_concurrency_per_key": 1})
+    import asyncio
+    import io
+
+    from PIL import Image
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.support import ThreadedServer
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (0, 90, 0)).save(buf, format="PNG")
+
+    async def slow_png(request: Any) -> Response:
+        await asyncio.sleep(4)  # the first request holds its key's only slot while the gateway waits
+        return Response(buf.getvalue(), media_type="image/png")
+
+    images = ThreadedServer(Starlette(routes=[Route("/slow.png", slow_png)])).start()
+    base = gateway_factory(
+        auth={"api_keys": ["key-one", "key-two"], "max_concurrency_per_key": 1},
+        images={"allow_private_hosts": True},
+    )
     body = {"model": served_model, "messages": user_message(CONVERSATIONS["benign"]), "temperature": 0}
     assert_error(post(base, body), 401, code="invalid_api_key")
     assert_error(post(base, body, headers={"Authorization": "Bearer wrong"}), 401, code="invalid_api_key")
     ok = openai.OpenAI(base_url=f"{base}/v1", api_key="key-one", max_retries=0)
     assert ok.chat.completions.create(**body).choices[0].message.content
 
-    # hold key-one's only slot with a long stream, then a second request with the same key gets 429
-    long_body = {**body, "max_tokens": 1800, "ignore_eos": True, "stream": True}
-    started, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json=long_body,
-                          headers={"Authorization": "Bearer key-one"}, timeout=120) as r:
-            next(r.iter_lines())
-            started.set()
-            release.wait(60)
-
-    t = threading.Thread(target=hold)
+    slow = {**body, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": CONVERSATIONS["benign_image"]["prompt"]},
+        {"type": "image_url", "image_url": {"url": f"{images.url}/slow.png"}}]}]}
+    results: list[int] = []
+    t = threading.Thread(target=lambda: results.append(
+        post(base, slow, headers={"Authorization": "Bearer key-one"}).status_code))
     t.start()
     try:
-        assert started.wait(60)
+        time.sleep(1.5)
         r = post(base, body, headers={"Authorization": "Bearer key-one"})
         assert_error(r, 429, code="concurrency_limit")
         assert r.headers["retry-after"] == "1"
         # another key is not affected
         assert post(base, body, headers={"Authorization": "Bearer key-two"}).status_code == 200
     finally:
-        release.set()
         t.join(60)
+        images.stop()
+    assert results == [200]
     assert post(base, body, headers={"Authorization": "Bearer key-one"}).status_code == 200
 
 

@@ -115,13 +115,15 @@ def test_counters_move_exactly(audited: tuple[str, Path], served_model: str, vll
 def test_flag_and_steer_outcomes(action: str, outcome: str, gateway_factory: Callable[..., str],
                                  tmp_path_factory: pytest.TempPathFactory, served_model: str) -> None:
     policy = tmp_path_factory.mktemp("p") / f"{action}.yaml"
-    policy.write_text(yaml.safe_dump({"actions": {"prompt": "allow", "reasoning": action, "answer": "block"}}))
+    answer = "flag" if action == "flag" else "block"
+    policy.write_text(yaml.safe_dump({"actions": {"prompt": "allow", "reasoning": action, "answer": answer}}))
     base = gateway_factory(guard={"policy_file": str(policy)})
     b = scrape(base)
     assert chat(base, served_model, "unsafe_reasoning", f"m-{action}").status_code == 200
     a = scrape(base)
     assert delta(b, a, "thoughtguard_requests_total", model=served_model, outcome=outcome) == 1
-    acts = [k for k in a if k[0] == "thoughtguard_guard_decisions_total" and dict(k[1])["action"] == action]
+    acts = [k for k in a if k[0] == "thoughtguard_guard_decisions_total"
+            and dict(k[1])["action"] == action and dict(k[1])["stage"] == "reasoning"]
     assert sum(delta(b, a, k[0], **dict(k[1])) for k in acts) == 1
 
 

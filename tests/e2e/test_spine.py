@@ -135,7 +135,7 @@ def test_client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, serv
 def test_upstream_down(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     from tests.support import free_port
 
-    dead = gateway_factory(upstream=f"http://127.0.0.1:{free_port()}")
+    dead = gateway_factory(upstream_url=f"http://127.0.0.1:{free_port()}")
     r = httpx.get(f"{dead}/ready")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "upstream_unavailable"

@@ -1,0 +1,64 @@
+"""Converters, split and mixture: deterministic, in the trace format, dev kept apart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guard.datasets import SOURCES, data_dir, load_samples
+from guard.datasets.mixture import mixture
+from guard.datasets.split import split_of
+from guard.datasets.trace import Trace, read_traces, write_traces
+
+try:
+    ROOT = data_dir()
+except FileNotFoundError:  # pragma: no cover - the shared data sits next to the checkout
+    ROOT = None
+needs_data = pytest.mark.skipif(ROOT is None, reason="../shared/data not present")
+
+
+def test_trace_round_trip(tmp_path):
+    t = Trace("set/1", "p", "r", "a", "unsafe", "S1", 0)
+    write_traces(tmp_path / "t.jsonl", [t])
+    line = json.loads((tmp_path / "t.jsonl").read_text())
+    assert set(line) == {"id", "prompt", "reasoning", "answer", "label", "category", "onset"}
+    assert read_traces(tmp_path / "t.jsonl") == [t]
+    with pytest.raises(ValueError):
+        Trace.from_dict({"id": "x", "label": "maybe"})
+
+
+def test_split_is_deterministic_and_stratified():
+    assert split_of("xstest:12", 0) == split_of("xstest:12", 0)
+    jbb = [split_of(f"jbb:{i}", 0) for i in range(100)]
+    assert jbb.count("dev") == 20 and jbb.count("val") == 15
+    for block in range(10):
+        assert [split_of(f"jbb:{i}", 0) for i in range(block * 10, block * 10 + 10)].count("dev") == 2
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_each_converter_yields_valid_traces(name):
+    samples = list(SOURCES[name](ROOT))
+    assert samples
+    for s in samples[:200]:
+        t = s.trace()
+        assert t.label in ("safe", "unsafe")
+        if t.unsafe:
+            assert t.category and t.category.startswith("S") and t.onset is not None
+            assert 0 <= t.onset <= len(t.text)
+
+
+@needs_data
+def test_dev_mixture_is_deterministic_and_disjoint_from_fit():
+    samples = load_samples(ROOT)
+    dev = list(mixture(samples, "dev", seed=0))
+    assert [t.id for t in dev] == [t.id for t in mixture(samples, "dev", seed=0)]
+    sets = {t.set_name for t in dev}
+    assert {"unsafe_reasoning", "unsafe_answer", "unsafe_collapse", "star1", "xstest_safe", "benign"} <= sets
+    for t in dev:
+        if t.set_name in ("unsafe_answer", "unsafe_collapse"):
+            assert t.onset == len(t.reasoning) > 0
+    fit_groups = {s.group for s in samples if split_of(s.group) == "fit"}
+    dev_keys = {t.id.split("/", 1)[1] for t in dev}
+    assert not any(f"{s.source}/{s.key}" in dev_keys for s in samples if s.group in fit_groups)

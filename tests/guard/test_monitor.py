@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.events import Finish, Stage, answer, reasoning
+from guard.monitor import Monitor
+from guard.policy import Policy
+from guard.verdict import Action, Detection, Release, Verdict
+from tests.guard.conftest import Scripted, feed_all
+
+
+def policy(**kw: object) -> Policy:
+    base = {"window": {"every_tokens": 4, "min_tokens": 2, "context_chars": 10}}
+    base.update(kw)
+    return Policy.model_validate(base)
+
+
+def words(n: int, stage=reasoning, word: str = "w") -> list:
+    return [stage(f" {word}{i}") for i in range(n)]
+
+
+def released(outs, stage: Stage | None = None) -> str:
+    return "".join(o.text for o in outs if isinstance(o, Release) and (stage is None or o.stage is stage))
+
+
+def verdicts(outs) -> list[Verdict]:
+    return [o for o in outs if isinstance(o, Verdict)]
+
+
+def test_checks_every_k_tokens_and_at_sentence_boundaries():
+    det = Scripted(lambda w: 0.0)
+    m = Monitor(det, policy())
+    feed_all(m, words(8))
+    assert [w.text for w in det.seen] == [" w0 w1 w2 w3", " w4 w5 w6 w7"]
+    det2 = Scripted(lambda w: 0.0)
+    m2 = Monitor(det2, policy())
+    feed_all(m2, [reasoning(" a"), reasoning("."), reasoning(" b")])  # boundary once min_tokens wait
+    assert [w.text for w in det2.seen] == [" a."]
+    # a boundary before min_tokens does not trigger a check
+    det3 = Scripted(lambda w: 0.0)
+    feed_all(Monitor(det3, policy()), [reasoning(".")])
+    assert det3.seen == []
+
+
+def test_context_carries_checked_text_per_stage():
+    det = Scripted(lambda w: 0.0)
+    m = Monitor(det, policy())
+    feed_all(m, words(8) + [answer(" x"), answer(" y"), answer(" z"), answer(" q"), Finish("stop")])
+    second = det.seen[1]
+    assert second.context == " w0 w1 w2 w3"[-10:]
+    first_answer = [w for w in det.seen if w.stage is Stage.ANSWER][0]
+    assert first_answer.context == ""  # the answer track starts its own context
+
+
+def test_one_noisy_window_does_not_block_but_two_do():
+    noisy = {1}
+    det = Scripted(lambda w: 0.7 if len(det.seen) - 1 in noisy else 0.0)
+    m = Monitor(det, policy())
+    out = feed_all(m, words(12) + [Finish("stop")])
+    assert m.stopped is None
+    assert released(out) == "".join(f" w{i}" for i in range(12))
+
+    det2 = Scripted(lambda w: 0.7 if len(det2.seen) - 1 in (1, 2) else 0.0)
+    m2 = Monitor(det2, policy())
+    out2 = feed_all(m2, words(16))
+    assert m2.stopped is not None and m2.stopped.reason == "consecutive_windows"
+    assert m2.stopped.action is Action.BLOCK
+    # the suspect window was held, never released
+    assert released(out2) == " w0 w1 w2 w3"
+
+
+def test_high_threshold_blocks_at_once():
+    det = Scripted(lambda w: 0.95)
+    m = Monitor(det, policy())
+    out = feed_all(m, words(4))
+    assert m.stopped is not None and m.stopped.reason == "high_score"
+    assert released(out) == ""
+
+
+def test_unsafe_last_window_blocks_at_end_of_stream():
+    det = Scripted(lambda w: 0.6 if "w4" in w.text else 0.0)
+    m = Monitor(det, policy())
+    feed_all(m, words(6) + [Finish("stop")])
+    assert m.stopped is not None and m.stopped.reason == "unsafe_at_end"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text(alphabet="ab .\n", min_size=0, max_size=80),
+    cuts=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=40),
+    bad_at=st.integers(min_value=0, max_value=10),
+)
+def test_hold_back_releases_only_checked_prefixes(text, cuts, bad_at):
+    chunks, i = [], 0
+    for c in cuts * (len(text) // max(1, sum(cuts)) + 1):
+        if i >= len(text):
+            break
+        chunks.append(text[i : i + c])
+        i += c
+    det = Scripted(lambda w: 0.6 if len(det.seen) - 1 >= bad_at else 0.0)
+    m = Monitor(det, policy())
+
+    async def run() -> str:
+        out = ""
+        for ch in chunks:
+            for o in await m.feed(reasoning(ch)):
+                if isinstance(o, Release):
+                    out += o.text
+                    # whatever is released has been covered by a check already
+                    covered = "".join(w.text for w in det.seen)
+                    assert covered.startswith(out)
+        for o in await m.feed(Finish("stop")):
+            if isinstance(o, Release):
+                out += o.text
+        return out
+
+    out = asyncio.run(run())
+    assert "".join(chunks).startswith(out)
+    assert "".join(w.text for w in det.seen).startswith(out)
+    if m.stopped is None:
+        assert out == "".join(chunks)
+
+
+def test_hidden_mode_never_releases_reasoning():
+    det = Scripted(lambda w: 0.0)
+    m = Monitor(det, policy(mode="hidden"))
+    out = feed_all(m, words(9) + words(5, answer, "a") + [Finish("stop")])
+    assert released(out, Stage.REASONING) == ""
+    assert released(out, Stage.ANSWER) == "".join(f" a{i}" for i in range(5))
+    assert m.verified_reasoning.endswith(" w8")
+
+
+def test_live_mode_forwards_at_once_and_counts_leaks():
+    det = Scripted(lambda w: 0.95 if "w5" in w.text else 0.0)
+    m = Monitor(det, policy(mode="live"))
+    out = feed_all(m, words(8))
+    assert released(out) == "".join(f" w{i}" for i in range(8))  # forwarded on arrival
+    assert m.stopped is not None
+    assert m.stats.leaked_tokens == 4  # the blocked window's tokens had already gone out
+
+
+def test_self_flag_then_compliant_answer_blocks():
+    def score(w):
+        if w.stage is Stage.REASONING:
+            return Detection(unsafe=0.1, refusal=0.9, detector="s")
+        return Detection(unsafe=0.35, refusal=0.0, category="S2", detector="s")
+
+    m = Monitor(Scripted(score), policy())
+    out = feed_all(m, words(4) + words(4, answer, "a"))
+    assert m.self_flagged
+    assert m.stopped is not None and m.stopped.reason == "self_flagged_then_complied"
+    assert released(out, Stage.ANSWER) == ""
+
+    # the same answer after reasoning that never self-flagged passes
+    m2 = Monitor(Scripted(lambda w: Detection(unsafe=0.35 if w.stage is Stage.ANSWER else 0.1)), policy())
+    feed_all(m2, words(4) + words(4, answer, "a") + [Finish("stop")])
+    assert m2.stopped is None
+
+
+class Raises(Scripted):
+    async def detect(self, windows):
+        raise RuntimeError("detector down")
+
+
+class Hangs(Scripted):
+    async def detect(self, windows):
+        await asyncio.sleep(10)
+        return []
+
+
+def test_fail_closed_and_fail_open_on_error_and_timeout():
+    for det in (Raises(lambda w: 0.0), Hangs(lambda w: 0.0)):
+        closed = Monitor(det, policy(failure={"mode": "closed", "timeout_s": 0.05}))
+        out = feed_all(closed, words(4))
+        assert closed.stopped is not None and closed.stopped.reason == "detector_error"
+        assert closed.stats.fail_closed == 1 and released(out) == ""
+
+        opened = Monitor(det, policy(failure={"mode": "open", "timeout_s": 0.05}))
+        out = feed_all(opened, words(4))
+        assert opened.stopped is None and opened.stats.fail_open == 1
+        assert released(out) == " w0 w1 w2 w3"
+
+
+def test_steer_in_reasoning_then_block_after_max_attempts():
+    steer = policy(actions={"reasoning": "steer", "answer": "block"}, steer={"max_attempts": 1})
+    m = Monitor(Scripted(lambda w: 0.95), steer)
+    feed_all(m, words(4))
+    assert m.stopped is not None and m.stopped.action is Action.STEER
+    again = Monitor(Scripted(lambda w: 0.95), steer, steer_attempt=1)
+    feed_all(again, words(4))
+    assert again.stopped is not None and again.stopped.action is Action.BLOCK
+    in_answer = Monitor(Scripted(lambda w: 0.95), steer)
+    feed_all(in_answer, words(4, answer, "a"))
+    assert in_answer.stopped is not None and in_answer.stopped.action is Action.BLOCK
+
+
+def test_flag_category_annotates_once_and_keeps_streaming():
+    flagging = policy(categories={"S6": {"prompt": "allow", "reasoning": "flag", "answer": "flag"}})
+    m = Monitor(Scripted(lambda w: Detection(unsafe=0.95, category="S6")), flagging)
+    out = feed_all(m, words(12) + [Finish("stop")])
+    assert m.stopped is None
+    assert [v.action for v in verdicts(out)] == [Action.FLAG]
+    assert released(out) == "".join(f" w{i}" for i in range(12))
