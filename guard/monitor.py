@@ -45,6 +45,9 @@ class _Track:
     pending: list[tuple[str, float]] = field(default_factory=list)
     suspect: list[tuple[str, float]] = field(default_factory=list)
     streak: int = 0
+    # the reading that made ``suspect`` suspect; per track, so a reasoning suspect never
+    # settles with an answer window's detection or vice versa
+    suspect_detection: tuple[Detection, Window] | None = None
 
     def text(self, pieces: list[tuple[str, float]]) -> str:
         return "".join(p for p, _ in pieces)
@@ -72,7 +75,6 @@ class Monitor:
         self._tracks = {s: _Track(s) for s in (Stage.REASONING, Stage.ANSWER)}
         self._tracks[Stage.REASONING].checked = reasoning_context
         self._flagged: set[tuple[Stage, str | None]] = set()
-        self._suspect_detection: tuple[Detection, Window] | None = None
 
     @property
     def verified_reasoning(self) -> str:
@@ -168,14 +170,14 @@ class Monitor:
                 return self._decide(track, det, window, reason="unsafe_at_end")
             track.suspect += track.pending
             track.pending = []
-            self._suspect_detection = (det, window)
+            track.suspect_detection = (det, window)
             return [] if not final else self._release(track, include_suspect=True)
         track.streak = 0
         return self._release(track, include_suspect=True)
 
     def _settle_suspect(self, track: _Track) -> list[Output]:
-        if self.policy.thresholds.end_of_stream == "block":
-            det, window = self._suspect_detection
+        if self.policy.thresholds.end_of_stream == "block" and track.suspect_detection is not None:
+            det, window = track.suspect_detection
             return self._decide(track, det, window, reason="unsafe_at_end")
         return self._release(track, include_suspect=True)
 

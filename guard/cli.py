@@ -1,0 +1,123 @@
+"""``thoughtguard train | eval | data``: the guard's offline commands.
+
+``server/cli.py`` adds these to the ``thoughtguard`` command; ``python -m guard.cli`` runs them
+alone. Progress goes to stderr, results to stdout (one JSON object with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# per-check latency is reported for one core: keep numpy's BLAS and the tokenizer single-threaded
+# (only effective when nothing imported numpy earlier in this process)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def _detector(name: str, artifact: str | None):
+    if name == "lexicon":
+        from guard.detectors.lexicon import LexiconDetector
+
+        return LexiconDetector()
+    from guard.detectors.classifier import LearnedDetector
+
+    return LearnedDetector(artifact)
+
+
+def _print_summary(result: dict[str, object]) -> None:
+    keys = ("n", "tp", "fp", "tn", "fn", "precision", "recall", "f1", "fpr", "delay_tokens_p50",
+            "delay_tokens_p95", "leaked_tokens", "check_ms_p50", "check_ms_p99", "traces_per_s")
+    for k in keys:
+        print(f"{k:>18}: {result[k]}")
+    print("per set (flag rate = recall on unsafe sets, FPR on safe ones):")
+    for name, s in result["per_set"].items():  # type: ignore[union-attr]
+        print(f"  {name:>18}: n={s['n']:<5} flagged={s['flagged']:<5} rate={s['flag_rate']}")
+    print("per category (unsafe traces):")
+    for name, c in result["per_category"].items():  # type: ignore[union-attr]
+        print(f"  {name:>5}: n={c['n']:<4} recall={c['recall']} advisory-only={c['advisory']}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from guard.datasets.trace import read_traces
+    from guard.evaluate import evaluate
+    from guard.policy import Policy
+
+    policy = Policy.load(args.policy).with_mode(args.mode)
+    result = evaluate(read_traces(args.file), _detector(args.detector, args.artifact), policy)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_summary(result)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from guard.datasets import SOURCES, data_dir, split_traces, write_traces
+
+    if args.set in ("dev", "val"):
+        traces = split_traces(args.set, args.data_dir, seed=args.seed)
+    else:
+        traces = [s.trace() for s in SOURCES[args.set](data_dir(args.data_dir))]
+    n = write_traces(args.out, traces)
+    print(f"wrote {n} traces to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from guard.training import train
+
+    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    dev = report["dev"]
+    print(f"artifact: {args.out} ({report['artifact_bytes']} bytes), trained in {report['train_seconds']} s")
+    print(f"thresholds picked on validation: {json.dumps(report['thresholds'])}")
+    print("dev figures (never used for tuning):")
+    _print_summary(dev)  # type: ignore[arg-type]
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from guard.datasets import SOURCES
+    from guard.detectors.classifier import ARTIFACT_DIR
+
+    p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
+    p.add_argument("--data-dir", default=None, help="default: $THOUGHTGUARD_DATA_DIR or ../shared/data")
+    p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", help="replay traces through the guard monitor")
+    p.add_argument("what", choices=["traces"])
+    p.add_argument("file", type=Path, help="JSONL traces: id, prompt, reasoning, answer, label, category, onset")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
+    p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
+    p.add_argument("--detector", choices=["learned", "lexicon"], default="learned")
+    p.add_argument("--artifact", default=None, help="classifier artifact directory")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("data", help="convert a ../shared/data set into traces")
+    p.add_argument("set", choices=[*SOURCES, "dev", "val"], help="a source set, or the mixed dev / val file")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m guard.cli", description=__doc__)
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The default detector: a small learned classifier that runs in numpy in well under a millisecond.
+
+Every vocabulary token has a static vector distilled from all-MiniLM-L6-v2 (see
+``guard.training.distil``). A window is the mean of its tokens' vectors, read by a
+one-hidden-layer head with three outputs: the probability that the window carries harmful
+content, the probability that it recognises harm and declines (the self-flag signal), and the
+MLCommons hazard category. The first layer is linear, so it is folded into the token table
+offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids])): serving gathers ``hidden``-wide rows and
+never touches the 384-d vectors. Weights ship in ``guard/artifacts/`` as int8 with per-row
+scales; ``guard.training`` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from guard.detectors.base import Detector, Window
+from guard.detectors.featurize import Featurizer
+from guard.verdict import Detection
+
+ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifacts"
+WEIGHTS_FILE = "classifier.npz"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class Weights:
+    table: np.ndarray  # (vocab, hidden) float32: token vectors with the first layer folded in
+    b1: np.ndarray  # (hidden,)
+    w2: np.ndarray  # (hidden, 2 + categories): unsafe, refusal, category logits
+    b2: np.ndarray
+    categories: tuple[str, ...]
+    max_tokens: int = 128
+
+
+def _quantise(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.abs(table).max(axis=1) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.clip(np.rint(table / safe[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    q, scale = _quantise(weights.table)
+    info = {**meta, "categories": list(weights.categories), "max_tokens": weights.max_tokens}
+    path = directory / WEIGHTS_FILE
+    np.savez_compressed(
+        path,
+        table_q=q,
+        table_s=scale,
+        b1=weights.b1.astype(np.float32),
+        w2=weights.w2.astype(np.float32),
+        b2=weights.b2.astype(np.float32),
+        meta=np.frombuffer(json.dumps(info).encode(), dtype=np.uint8),
+    )
+    return path
+
+
+def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
+    with np.load(directory / WEIGHTS_FILE) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        weights = Weights(
+            table=z["table_q"].astype(np.float32) * z["table_s"][:, None],
+            b1=z["b1"],
+            w2=z["w2"],
+            b2=z["b2"],
+            categories=tuple(meta["categories"]),
+            max_tokens=int(meta["max_tokens"]),
+        )
+    return weights, meta
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class StaticClassifier:
+    """The numpy forward pass; the same maths as ``guard.training.model`` in torch."""
+
+    def __init__(self, weights: Weights, featurizer: Featurizer, meta: dict[str, object] | None = None) -> None:
+        self.weights, self.featurizer, self.meta = weights, featurizer, meta or {}
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> "StaticClassifier":
+        directory = Path(directory or ARTIFACT_DIR)
+        weights, meta = load_weights(directory)
+        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        return cls(weights, Featurizer(tokenizer, max_tokens=weights.max_tokens), meta)
+
+    def logits(self, token_ids: Sequence[np.ndarray]) -> np.ndarray:
+        w = self.weights
+        pooled = np.stack([w.table[ids].mean(axis=0) for ids in token_ids])
+        return np.maximum(pooled + w.b1, 0.0) @ w.w2 + w.b2
+
+    def predict(self, texts: Sequence[str], name: str = "learned") -> list[Detection]:
+        ids = [self.featurizer(texts[0])] if len(texts) == 1 else self.featurizer.batch(list(texts))
+        return self.detections(self.logits(ids), name)
+
+    def detections(self, logits: np.ndarray, name: str = "learned") -> list[Detection]:
+        unsafe = _sigmoid(logits[:, 0])
+        refusal = _sigmoid(logits[:, 1])
+        cats = np.argmax(logits[:, 2:], axis=1)
+        return [
+            Detection(unsafe=float(u), category=self.weights.categories[c], refusal=float(r), detector=name)
+            for u, r, c in zip(unsafe, refusal, cats)
+        ]
+
+
+class LearnedDetector(Detector):
+    """Scores ``window.full`` (carried context plus new text); never awaits, so it adds no I/O."""
+
+    name = "learned"
+
+    def __init__(self, artifact_dir: str | Path | None = None, *, model: StaticClassifier | None = None) -> None:
+        self.model = model or StaticClassifier.load(artifact_dir)
+
+    async def detect(self, windows: Sequence[Window]) -> list[Detection]:
+        if not windows:
+            return []
+        return self.model.predict([w.full for w in windows], self.name)

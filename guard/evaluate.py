@@ -1,0 +1,188 @@
+"""Offline evaluation: replay traces through the very monitor the server runs.
+
+Each trace is streamed as an upstream would send it (reasoning first, then the answer, about
+one token per event; see :mod:`guard.replay`) into a fresh :class:`~guard.monitor.Monitor`
+with the given detector and policy. A trace is *flagged* when the monitor took a blocking
+action (block or steer). The output keys are a contract other tools read (issue 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from guard.datasets.trace import Trace
+from guard.detectors.base import Detector, Window
+from guard.events import Stage
+from guard.monitor import Monitor
+from guard.policy import Policy
+from guard.replay import events, pieces
+from guard.verdict import Action, Detection, Release, Verdict
+
+
+class _Timed(Detector):
+    """Times the detector itself, so check latency excludes the monitor's own bookkeeping."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner, self.name = inner, inner.name
+        self.seconds: list[float] = []
+
+    async def detect(self, windows: Sequence[Window]) -> list[Detection]:
+        start = time.perf_counter()
+        try:
+            return await self.inner.detect(windows)
+        finally:
+            self.seconds.append(time.perf_counter() - start)
+
+
+@dataclass
+class TraceResult:
+    trace: Trace
+    flagged: bool
+    advisory: bool  # a FLAG verdict (annotate only) was raised
+    verdict: Verdict | None
+    delay_tokens: int | None  # cut position minus onset token, flagged unsafe traces with an onset
+    leaked_tokens: int  # flagged traces: tokens after the onset released before the cut
+    missed_tokens: int  # unflagged unsafe traces: tokens after the onset, all released (no cut)
+    tokens: int
+
+
+@dataclass
+class _Released:
+    """Maps released text back to token positions of ``reasoning + answer``."""
+
+    trace: Trace
+    ends: list[int] = field(default_factory=list)  # end offset of each piece, global
+    released: dict[Stage, int] = field(default_factory=lambda: {Stage.REASONING: 0, Stage.ANSWER: 0})
+    leaked: int = 0
+
+    def __post_init__(self) -> None:
+        offset = 0
+        for p in pieces(self.trace.reasoning) + pieces(self.trace.answer):
+            offset += len(p)
+            self.ends.append(offset)
+
+    def onset_token(self) -> int | None:
+        onset = self.trace.onset
+        if onset is None or not self.trace.unsafe:
+            return None
+        return bisect.bisect_right(self.ends, onset)  # index of the piece holding the onset char
+
+    def release(self, stage: Stage, text: str) -> None:
+        base = 0 if stage is Stage.REASONING else len(self.trace.reasoning)
+        start = base + self.released[stage]
+        self.released[stage] += len(text)
+        first = self.onset_token()
+        if first is None:
+            return
+        # pieces that end inside the released span and lie at or after the onset piece
+        lo = max(bisect.bisect_right(self.ends, start), first)
+        hi = bisect.bisect_right(self.ends, start + len(text))
+        self.leaked += max(0, hi - lo)
+
+
+async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResult:
+    monitor = Monitor(detector, policy, prompt=trace.prompt)
+    released = _Released(trace)
+    advisory = False
+    for event in events(trace.reasoning, trace.answer):
+        for out in await monitor.feed(event):
+            if isinstance(out, Release):
+                released.release(out.stage, out.text)
+            elif out.action is Action.FLAG:
+                advisory = True
+        if monitor.stopped is not None:
+            break
+    stop = monitor.stopped
+    flagged = stop is not None and stop.action.stops_generation
+    onset = released.onset_token()
+    delay = None
+    if flagged and onset is not None and stop is not None:
+        delay = max(0, stop.position - onset)
+    leaked = released.leaked if flagged else 0
+    missed = released.leaked if not flagged else 0
+    return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends))
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], elapsed: float) -> dict[str, object]:
+    tp = sum(r.flagged and r.trace.unsafe for r in results)
+    fp = sum(r.flagged and not r.trace.unsafe for r in results)
+    fn = sum(not r.flagged and r.trace.unsafe for r in results)
+    tn = sum(not r.flagged and not r.trace.unsafe for r in results)
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    delays = [float(r.delay_tokens) for r in results if r.delay_tokens is not None]
+    ms = [s * 1000 for s in check_seconds]
+
+    per_category: dict[str, dict[str, object]] = {}
+    for r in results:
+        if not r.trace.unsafe:
+            continue
+        c = per_category.setdefault(r.trace.category or "none", {"n": 0, "tp": 0, "fn": 0, "advisory": 0})
+        c["n"] += 1  # type: ignore[operator]
+        c["tp" if r.flagged else "fn"] += 1  # type: ignore[operator]
+        c["advisory"] += int(r.advisory and not r.flagged)  # type: ignore[operator]
+    for c in per_category.values():
+        c["recall"] = round(_ratio(c["tp"], c["n"]), 4)  # type: ignore[arg-type]
+
+    per_set: dict[str, dict[str, object]] = {}
+    for r in results:
+        s = per_set.setdefault(r.trace.set_name, {"n": 0, "unsafe": 0, "flagged": 0, "advisory": 0})
+        s["n"] += 1  # type: ignore[operator]
+        s["unsafe"] += int(r.trace.unsafe)  # type: ignore[operator]
+        s["flagged"] += int(r.flagged)  # type: ignore[operator]
+        s["advisory"] += int(r.advisory and not r.flagged)  # type: ignore[operator]
+    for s in per_set.values():
+        s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
+
+    return {
+        "n": len(results),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(_ratio(2 * precision * recall, precision + recall), 4),
+        "fpr": round(_ratio(fp, fp + tn), 4),
+        "delay_tokens_p50": _pct(delays, 50),
+        "delay_tokens_p95": _pct(delays, 95),
+        "leaked_tokens": sum(r.leaked_tokens for r in results),
+        "missed_unsafe_tokens": sum(r.missed_tokens for r in results),
+        "check_ms_p50": None if not ms else round(_pct(ms, 50) or 0.0, 4),
+        "check_ms_p99": None if not ms else round(_pct(ms, 99) or 0.0, 4),
+        "checks": len(ms),
+        "per_category": dict(sorted(per_category.items(), key=lambda kv: (len(kv[0]), kv[0]))),
+        "per_set": dict(sorted(per_set.items())),
+        "traces_per_s": round(_ratio(len(results), elapsed) if elapsed else 0.0, 1),  # type: ignore[arg-type]
+    }
+
+
+async def evaluate_async(traces: Iterable[Trace], detector: Detector, policy: Policy) -> tuple[dict[str, object], list[TraceResult]]:
+    timed = _Timed(detector)
+    start = time.perf_counter()
+    # in-process detectors never await, so traces run one after another; nothing is gained by
+    # interleaving them, and the per-check timings stay free of other traces' work
+    results = [await replay(t, timed, policy) for t in traces]
+    summary = summarise(results, timed.seconds, time.perf_counter() - start)
+    summary["detector"] = detector.name
+    summary["mode"] = policy.mode.value
+    return summary, results
+
+
+def evaluate(traces: Iterable[Trace], detector: Detector, policy: Policy) -> dict[str, object]:
+    """Replay ``traces`` and return the contract's figures (see module docstring)."""
+    summary, _ = asyncio.run(evaluate_async(traces, detector, policy))
+    return summary

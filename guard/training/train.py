@@ -1,0 +1,178 @@
+"""``train()``: rebuild the classifier artifact from ``../shared/data`` and report dev figures.
+
+1. Convert every source set into samples and split them by group (fit / val / dev, fixed seed).
+2. Place fit samples into traces (harmful text both as reasoning and as answer) and cut them
+   into the windows the monitor would check, under the policy's and one other window setting
+   (prefixes, not whole texts). Benign Alpaca instructions add topic variety to the negatives.
+3. Distil MiniLM into static token vectors (cached under ``.cache/``), pool, fit the head.
+4. Pick thresholds on the validation traces (never dev), then replay the dev traces through
+   the real monitor with those thresholds and report the figures.
+5. Write ``classifier.npz`` + ``tokenizer.json`` + ``figures.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from guard.datasets import DEV_CAPS, load_samples
+from guard.datasets.paths import data_dir as resolve_data_dir
+from guard.datasets.categories import S_CODES
+from guard.datasets.mixture import mixture, place
+from guard.datasets.progress import progress
+from guard.datasets.sample import Sample
+from guard.datasets.split import split_of
+from guard.detectors.classifier import TOKENIZER_FILE, LearnedDetector, StaticClassifier, Weights, save_weights
+from guard.detectors.featurize import Featurizer
+from guard.evaluate import evaluate_async
+from guard.policy import Policy, WindowSettings
+from guard.replay import pieces
+from guard.training.distil import static_embeddings, tokenizer_path
+from guard.training.model import TrainConfig, fit, fold, normalise, pooled
+from guard.training.tune import ScoredTrace, ScoredWindow, tune, windows_of
+from guard.training.windows import windows, window_tokens
+
+# how much each set counts in the loss, in total, whatever its size; benign sets weigh most
+# because helpful prose is what a harmful response looks like apart from its topic
+SET_WEIGHTS = {
+    "unsafe_reasoning": 1.0,
+    "unsafe_answer": 1.0,
+    "star1": 2.0,
+    "xstest_safe": 3.0,
+    "benign": 3.0,
+    "refusal": 1.0,
+    "vlguard": 1.5,
+    "instructions": 1.0,
+}
+# besides the policy's window, each trace is cut once more under one of these (seeded choice)
+ALT_WINDOWS = (
+    WindowSettings(every_tokens=8, min_tokens=4, context_chars=200),
+    WindowSettings(every_tokens=24, min_tokens=4, context_chars=200),
+    WindowSettings(every_tokens=32, min_tokens=8, context_chars=300),
+    WindowSettings(every_tokens=16, min_tokens=4, context_chars=100),
+)
+INSTRUCTIONS = 4000
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, seed: int):
+    """Token ids, labels and loss weights of every training window."""
+    rng = np.random.default_rng(seed)
+    tok = featurizer.tokenizer
+    ids_out: list[np.ndarray] = []
+    unsafe, refusal, category, sets = [], [], [], []
+    for sample in progress(samples, "cutting training windows"):
+        for trace in place(sample, seed):
+            settings = (policy.window, ALT_WINDOWS[int(rng.integers(len(ALT_WINDOWS)))])
+            encoded = {}
+            for stage, text in (("reasoning", trace.reasoning), ("answer", trace.answer)):
+                e = tok.encode(text, add_special_tokens=False)
+                encoded[stage] = (np.asarray(e.ids, np.int32), np.asarray([o[0] for o in e.offsets]),
+                                  np.asarray([o[1] for o in e.offsets]))
+            for s in settings:
+                for w in windows(trace, s, refusal=sample.refusal):
+                    ids_out.append(featurizer.from_ids(window_tokens(*encoded[w.stage.value], w)))
+                    unsafe.append(w.unsafe)
+                    refusal.append(w.refusal)
+                    category.append(S_CODES.index(w.category) if w.category else -1)
+                    sets.append(trace.set_name)
+    # benign instructions (Alpaca, via refusal_direction): many everyday topics, none harmful
+    held_out = {s.prompt for s in load_samples(root, ["refusal_direction"])}
+    instructions = [r["instruction"] for r in json.loads((root / "refusal_direction" / "harmless_train.json").read_text())]
+    instructions = [t for t in instructions if t not in held_out]
+    for i in rng.choice(len(instructions), size=min(INSTRUCTIONS, len(instructions)), replace=False):
+        ids_out.append(featurizer(instructions[int(i)]))
+        unsafe.append(False)
+        refusal.append(False)
+        category.append(-1)
+        sets.append("instructions")
+    counts = Counter(sets)
+    weight = np.array([SET_WEIGHTS[s] / counts[s] for s in sets], dtype=np.float64)
+    return ids_out, np.array(unsafe), np.array(refusal), np.array(category), weight * len(sets) / weight.sum(), counts
+
+
+def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace]:
+    scored = []
+    for trace in progress(traces, "scoring validation traces"):
+        ws = windows_of(trace, policy)
+        dets = model.predict([w[1] for w in ws]) if ws else []
+        onset = None
+        if trace.unsafe and trace.onset is not None:
+            ends = np.cumsum([len(p) for p in pieces(trace.text)])
+            onset = int(np.searchsorted(ends, trace.onset, side="right"))
+        scored.append(
+            ScoredTrace(
+                trace,
+                tuple(ScoredWindow(st, d.unsafe, d.refusal, d.category, end, last)
+                      for (st, _, end, last), d in zip(ws, dets)),
+                onset,
+            )
+        )
+    return scored
+
+
+def train(
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    config: TrainConfig | None = None,
+    cache_dir: str | Path = ".cache/thoughtguard",
+    policy_path: str | Path | None = None,
+) -> dict[str, object]:
+    """Train, tune on validation, report on dev, write the artifact; returns the figures."""
+    from tokenizers import Tokenizer
+
+    cfg = config or TrainConfig()
+    started = time.perf_counter()
+    out, cache, root = Path(out_dir), Path(cache_dir), resolve_data_dir(data_dir)
+    policy = Policy.load(policy_path)
+    samples = load_samples(root)
+    fit_samples = [s for s in samples if split_of(s.group, seed) == "fit"]
+    _log(f"{len(samples)} samples, {len(fit_samples)} in the fit split")
+
+    featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
+    ids, unsafe, refusal, category, weight, counts = training_set(fit_samples, root, policy, featurizer, seed)
+    _log(f"{len(ids)} training windows: {dict(counts)}")
+
+    table = normalise(static_embeddings(cache))
+    params = fit(pooled(table, ids), unsafe, refusal, category, weight, cfg, seed=seed)
+    weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens)
+    model = StaticClassifier(weights, featurizer)
+
+    # thresholds from the validation slice of the train side
+    val = list(mixture(samples, "val", seed=seed, cap=DEV_CAPS))
+    thresholds, val_sets = tune(_scored(val, model, policy), policy)
+    tuned = policy.model_copy(update={"thresholds": thresholds})
+    _log(f"validation thresholds: {thresholds.model_dump()}")
+
+    # write, then reload exactly what ships (int8) for the figures
+    meta = {"seed": seed, "config": cfg.__dict__, "thresholds": thresholds.model_dump()}
+    save_weights(weights, out, meta)
+    shutil.copyfile(tokenizer_path(), out / TOKENIZER_FILE)
+    shipped = LearnedDetector(out)
+    dev = list(mixture(samples, "dev", seed=seed, cap=DEV_CAPS))
+    val_eval, _ = asyncio.run(evaluate_async(val, shipped, tuned))
+    dev_eval, _ = asyncio.run(evaluate_async(dev, shipped, tuned))
+    report = {
+        "thresholds": thresholds.model_dump(),
+        "validation_simulated": val_sets,
+        "validation": val_eval,
+        "dev": dev_eval,
+        "artifact_bytes": sum((out / f).stat().st_size for f in ("classifier.npz", TOKENIZER_FILE)),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "windows": len(ids),
+    }
+    figures = {k: report[k] for k in ("thresholds", "dev", "validation", "artifact_bytes", "windows")}
+    (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    return report

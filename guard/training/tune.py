@@ -1,0 +1,121 @@
+"""Pick policy thresholds on the validation slice, by simulating the monitor's decisions.
+
+Window scores do not depend on thresholds (the monitor forms the same windows whatever it
+decides, up to the cut), so each validation trace is scored once and the debounce rules are
+replayed for every candidate. The chosen point is then re-checked with the real evaluator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from guard.datasets.trace import Trace
+from guard.events import Stage
+from guard.policy import Policy, Thresholds
+from guard.replay import pieces
+from guard.training.windows import stage_windows
+
+
+@dataclass(frozen=True)
+class ScoredWindow:
+    stage: Stage
+    unsafe: float
+    refusal: float
+    category: str | None
+    end_token: int  # tokens fed when this window was checked
+    last: bool  # last window of its stage (checked on the flush, no debounce)
+
+
+@dataclass(frozen=True)
+class ScoredTrace:
+    trace: Trace
+    windows: tuple[ScoredWindow, ...]
+    onset_token: int | None
+
+
+def windows_of(trace: Trace, policy: Policy) -> list[tuple[Stage, str, int, bool]]:
+    """(stage, full window text, tokens fed, last) for each check of the trace."""
+    out: list[tuple[Stage, str, int, bool]] = []
+    fed = 0
+    for stage, text in ((Stage.REASONING, trace.reasoning), (Stage.ANSWER, trace.answer)):
+        ws = list(stage_windows(text, policy.window))
+        for i, (context, new, _) in enumerate(ws):
+            fed += len(pieces(new))
+            out.append((stage, context + new, fed, i == len(ws) - 1))
+    return out
+
+
+def first_stop(st: ScoredTrace, policy: Policy, th: Thresholds) -> int | None:
+    """Tokens fed when the monitor would block or steer, or None if it lets the trace through."""
+    self_flagged = False
+    streak = {Stage.REASONING: 0, Stage.ANSWER: 0}
+    for w in st.windows:
+        if w.stage is Stage.REASONING and w.refusal >= th.refusal:
+            self_flagged = True
+        fire = False
+        if w.stage is Stage.ANSWER and self_flagged and w.refusal < th.refusal and w.unsafe >= th.collapse:
+            fire = True
+        elif w.unsafe >= th.high:
+            fire = True
+        elif w.unsafe >= th.unsafe:
+            streak[w.stage] += 1
+            fire = streak[w.stage] >= th.consecutive or (w.last and th.end_of_stream == "block")
+        else:
+            streak[w.stage] = 0
+        if fire:
+            if policy.action_for(w.category, w.stage).stops_generation:
+                return w.end_token
+            streak[w.stage] = 0
+    return None
+
+
+def score_sets(scored: list[ScoredTrace], policy: Policy, th: Thresholds) -> dict[str, dict[str, float]]:
+    per: dict[str, list[tuple[bool, int | None]]] = {}
+    delays: list[int] = []
+    for st in scored:
+        stop = first_stop(st, policy, th)
+        per.setdefault(st.trace.set_name, []).append((stop is not None, stop))
+        if stop is not None and st.onset_token is not None:
+            delays.append(max(0, stop - st.onset_token))
+    out = {k: {"rate": float(np.mean([f for f, _ in v])), "n": len(v)} for k, v in per.items()}
+    out["_delay"] = {"p95": float(np.percentile(delays, 95)) if delays else 0.0, "n": len(delays)}
+    return out
+
+
+def tune(
+    scored: list[ScoredTrace],
+    policy: Policy,
+    *,
+    max_fpr: float = 0.05,
+    max_delay_p95: float = 48.0,
+) -> tuple[Thresholds, dict[str, dict[str, float]]]:
+    """The thresholds with the best unsafe recall, penalised where a safe set exceeds ``max_fpr``."""
+    base = policy.thresholds
+    best: tuple[tuple[float, ...], Thresholds, dict[str, dict[str, float]]] | None = None
+    grid = itertools.product(
+        (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),  # unsafe
+        (0.8, 0.85, 0.9, 0.95, 0.98),  # high
+        (0.3, 0.5, 0.7, 0.8, 0.9),  # collapse
+        (0.5,),  # refusal
+    )
+    for unsafe, high, collapse, refusal in grid:
+        if high <= unsafe:
+            continue
+        th = base.model_copy(update={"unsafe": unsafe, "high": high, "collapse": collapse, "refusal": refusal})
+        sets = score_sets(scored, policy, th)
+        fprs = [v["rate"] for k, v in sets.items() if not k.startswith(("unsafe", "_"))]
+        recalls = [v["rate"] for k, v in sets.items() if k.startswith("unsafe")]
+        worst_fpr = max(fprs) if fprs else 0.0
+        delay = sets["_delay"]["p95"]
+        # recall of the weakest unsafe set, less a steep price for every point over the FPR and
+        # delay targets (with ~100 benign validation traces the FPR target may be out of reach)
+        recall = min(recalls) if recalls else 0.0
+        penalty = 3.0 * max(0.0, worst_fpr - max_fpr) + 0.5 * max(0.0, delay - max_delay_p95) / max_delay_p95
+        key = (recall - penalty, -worst_fpr, -delay, 0.0)
+        if best is None or key > best[0]:
+            best = (key, th, sets)
+    assert best is not None
+    return best[1], best[2]
