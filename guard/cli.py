@@ -19,13 +19,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYO
 
 
 def _detector(name: str, artifact: str | None):
-    if name == "lexicon":
-        from guard.detectors.lexicon import LexiconDetector
-
-        return LexiconDetector()
     from guard.detectors.classifier import LearnedDetector
+    from guard.detectors.ensemble import Ensemble
+    from guard.detectors.lexicon import LexiconDetector
 
-    return LearnedDetector(artifact)
+    if name == "lexicon":
+        return LexiconDetector()
+    if name == "learned":
+        return LearnedDetector(artifact)
+    return Ensemble(LearnedDetector(artifact), LexiconDetector())  # the gateway's default
 
 
 def _print_summary(result: dict[str, object]) -> None:
@@ -100,7 +102,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
-    p.add_argument("--detector", choices=["learned", "lexicon"], default="learned")
+    p.add_argument("--detector", choices=["learned+lexicon", "learned", "lexicon"], default="learned+lexicon")
     p.add_argument("--artifact", default=None, help="classifier artifact directory")
     p.set_defaults(func=cmd_eval)
 
