@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from guard.events import Finish, ImageMeta, Stage, Usage
+from guard.events import Event, Finish, ImageMeta, Stage, Usage
 from guard.monitor import Monitor
 from guard.policy import HoldBack
 from guard.prompt_check import check_prompt
@@ -127,7 +127,7 @@ class GuardedCompletion:
                 stopped: Verdict | None = None
                 finish_reason: str | None = None
                 try:
-                    async for event in self._stream.events():
+                    async for event in _with_finish(self._stream):
                         if isinstance(event, Usage):
                             self.prompt_tokens = self.prompt_tokens or event.prompt_tokens
                             attempt_tokens = event.completion_tokens
@@ -143,16 +143,6 @@ class GuardedCompletion:
                             yield out
                         if stopped is not None:
                             break
-                    else:
-                        if stopped is None and finish_reason is None:
-                            # the upstream ended without a finish_reason: flush what is held
-                            for out in await monitor.feed(Finish(None)):
-                                if isinstance(out, Verdict):
-                                    self.verdicts.append(out)
-                                    if out.action.stops_generation:
-                                        stopped = out
-                                        break
-                                yield out
                 except (httpx.HTTPError, APIError, ValueError) as exc:
                     log.warning("upstream stream failed request_id=%s: %r", self.request_id, exc)
                     self.completion_tokens += max(attempt_tokens, monitor.stats.tokens)
@@ -206,6 +196,17 @@ class GuardedCompletion:
         )
         self.monitors.append(nxt)
         return nxt
+
+
+async def _with_finish(stream: UpstreamStream) -> AsyncIterator[Event]:
+    """The upstream's events, ending in a Finish even when the upstream sent no finish_reason,
+    so the monitor always flushes (checks, then releases or blocks) what it holds."""
+    finished = False
+    async for event in stream.events():
+        finished = finished or isinstance(event, Finish)
+        yield event
+    if not finished:
+        yield Finish(None)
 
 
 async def collect(completion: GuardedCompletion) -> dict[str, Any]:
