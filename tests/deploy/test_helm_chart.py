@@ -256,7 +256,7 @@ def test_policy_configmap_checksum_rolls_the_pods(render: Render) -> None:
     shipped = (ROOT / "guard" / "policies" / "default.yaml").read_text()
     default_sum, default_policy = checksum_and_policy({})
     assert default_policy == shipped
-    edited = shipped.replace("unsafe: 0.5", "unsafe: 0.4")
+    edited = shipped.replace("mode: buffered", "mode: hidden", 1)
     assert edited != shipped
     edited_sum, edited_policy = checksum_and_policy({"policy": {"content": edited}})
     assert edited_policy == edited
