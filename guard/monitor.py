@@ -90,8 +90,8 @@ class Monitor:
         if isinstance(event, Finish):
             out = await self._flush(Stage.REASONING)
             return out + await self._flush(Stage.ANSWER)
-        if not isinstance(event, TextDelta) or not event.text:
-            return []
+        if not isinstance(event, TextDelta) or not event.text or event.stage not in self._tracks:
+            return []  # prompt text is checked before generation (guard.prompt_check), not here
         out: list[Output] = []
         if event.stage is Stage.ANSWER:
             out += await self._flush(Stage.REASONING)
@@ -148,6 +148,7 @@ class Monitor:
                 self.stats.fail_closed += 1
                 return self._fire(track, Action.BLOCK, det, window, reason="detector_error")
             self.stats.fail_open += 1
+            track.streak = 0
             return self._release(track, include_suspect=True)
 
         th = self.policy.thresholds

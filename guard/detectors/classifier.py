@@ -114,7 +114,12 @@ class StaticClassifier:
 
 
 class LearnedDetector(Detector):
-    """Scores ``window.full`` (carried context plus new text); never awaits, so it adds no I/O."""
+    """Scores ``window.full`` (carried context plus new text); never awaits, so it adds no I/O.
+
+    The gateway pairs it with the lexicon in :class:`~guard.detectors.ensemble.Ensemble`: the
+    classifier has seen only 100 harmful behaviours and misses some blatant recipes that one
+    regular expression catches.
+    """
 
     name = "learned"
 
