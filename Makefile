@@ -28,8 +28,8 @@ models: venv
 serve: models
 	$(BIN)/thoughtguard serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: venv
-	$(BIN)/python scripts/build_tiny_mlrm.py
+# the embedded model too: a test runs `thoughtguard serve` on it, as `make serve` does
+test: models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks: figures into results/bench/, plots into docs/img/ (see docs/benchmarks.md).
