@@ -110,47 +110,33 @@ RULE_GROUPS_SCHEMA = {
 }
 
 # Prometheus Operator kinds: the fields the chart uses, nothing else allowed.
+def _monitor_schema(kind: str, endpoints: str) -> dict[str, Any]:
+    """ServiceMonitor and PodMonitor differ only in their kind and the name of the endpoint list."""
+    return {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "selector": _LABEL_SELECTOR,
+                    "namespaceSelector": _NAMESPACE_SELECTOR,
+                    endpoints: {"type": "array", "minItems": 1, "items": _ENDPOINT},
+                },
+                "required": ["selector", endpoints],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+    }
+
+
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "ServiceMonitor": {
-        "type": "object",
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "ServiceMonitor"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "properties": {
-                    "selector": _LABEL_SELECTOR,
-                    "namespaceSelector": _NAMESPACE_SELECTOR,
-                    "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
-                },
-                "required": ["selector", "endpoints"],
-                "additionalProperties": False,
-            },
-        },
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-    },
-    "PodMonitor": {
-        "type": "object",
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "PodMonitor"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "properties": {
-                    "selector": _LABEL_SELECTOR,
-                    "namespaceSelector": _NAMESPACE_SELECTOR,
-                    "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
-                },
-                "required": ["selector", "podMetricsEndpoints"],
-                "additionalProperties": False,
-            },
-        },
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-    },
+    "ServiceMonitor": _monitor_schema("ServiceMonitor", "endpoints"),
+    "PodMonitor": _monitor_schema("PodMonitor", "podMetricsEndpoints"),
     "PrometheusRule": {
         "type": "object",
         "properties": {
