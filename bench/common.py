@@ -339,9 +339,12 @@ async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]
 
 
 def new_client(max_connections: int = 1024, timeout: float = 300.0) -> httpx.AsyncClient:
+    # idle connections are dropped after 2 s, well before uvicorn's 5 s keep-alive timeout (vLLM
+    # and the gateway both run uvicorn): reusing a connection the server is closing at that very
+    # moment fails with ReadError, a client-side race that must not count against the server
     return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
                              limits=httpx.Limits(max_connections=max_connections,
-                                                 max_keepalive_connections=max_connections))
+                                                 max_keepalive_connections=max_connections, keepalive_expiry=2.0))
 
 
 async def run_batch(client: httpx.AsyncClient, base: str, bodies: Sequence[dict[str, Any]], concurrency: int,

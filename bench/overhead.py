@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import random
 import statistics
 import time
@@ -66,6 +67,7 @@ def _summary(results: list[StreamResult], walls: list[tuple[float, int]]) -> dic
     return {
         "requests": len(results),
         "errors": len(results) - len(ok),
+        "error_messages": dict(collections.Counter((r.error or "")[:120] for r in results if r.error is not None)),
         "blocked": sum(r.outcome == "blocked" for r in ok),
         "ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99),
         "ttfat_p50": pct(ttfat, 50), "ttfat_p99": pct(ttfat, 99),
@@ -105,7 +107,8 @@ async def _run(args: argparse.Namespace, targets: dict[str, tuple[str, str | Non
                 tokens = sum(r.completion_tokens for r in results if r.error is None)
                 walls[name][c].append((wall, tokens))
                 log(f"round {rnd + 1}/{args.rounds} c={c:<3} {name:<9} {n} req in {wall:5.1f}s "
-                    f"{tokens / wall:6.1f} tok/s, errors {sum(r.error is not None for r in results)}")
+                    f"{tokens / wall:6.1f} tok/s, errors {sum(r.error is not None for r in results)}"
+                    + "".join(f" [{r.error[:160]}]" for r in results if r.error is not None))
     await client.aclose()
     elapsed = time.monotonic() - t0
 
