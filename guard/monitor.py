@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from guard.detectors.base import Detector, Window
+from guard.detectors.base import Detector, TierCheck, Window
 from guard.events import Event, Finish, Stage, TextDelta
 from guard.policy import HoldBack, Policy
 from guard.verdict import Action, Detection, Release, Verdict
@@ -29,11 +29,12 @@ _BOUNDARY = re.compile(r"[.!?;:]\s*$|\n")
 class MonitorStats:
     checks: int = 0
     check_seconds: list[float] = field(default_factory=list)
+    tier_checks: list[TierCheck] = field(default_factory=list)  # per tier of each check (cascades: 1-2)
     holdback_seconds: list[float] = field(default_factory=list)  # one per released token
     tokens: int = 0
     released_tokens: int = 0
     leaked_tokens: int = 0  # live mode: tokens forwarded unchecked that a later block covered
-    detector_errors: int = 0
+    detector_errors: int = 0  # errors and timeouts; ``tier_checks`` says which tier failed
     fail_open: int = 0
     fail_closed: int = 0
 
@@ -123,9 +124,10 @@ class Monitor:
 
     async def _detect(self, window: Window) -> Detection:
         start = self.clock()
+        tiers: list[TierCheck] = []
         try:
             found = await asyncio.wait_for(
-                self.detector.detect([window]), timeout=self.policy.failure.timeout_s
+                self.detector.check([window], tiers), timeout=self.policy.failure.timeout_s
             )
             return found[0]
         except Exception as exc:  # a detector failure must never take the stream down
@@ -134,6 +136,7 @@ class Monitor:
         finally:
             self.stats.checks += 1
             self.stats.check_seconds.append(self.clock() - start)
+            self.stats.tier_checks += tiers
 
     async def _check(self, track: _Track, *, final: bool) -> list[Output]:
         if not track.pending:

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
+from guard.detectors.base import TierCheck
 from guard.events import Event, Finish, ImageMeta, Stage, Usage
 from guard.monitor import Monitor
 from guard.policy import HoldBack
@@ -79,7 +80,7 @@ class GuardedCompletion:
         self._stream: UpstreamStream | None = None
         self.connect_seconds: float | None = None
         self.prompt_blocked: Verdict | None = None
-        self.prompt_check_seconds: float | None = None
+        self.prompt_check_tiers: tuple[TierCheck, ...] = ()
 
     @property
     def usage(self) -> Usage:
@@ -94,7 +95,7 @@ class GuardedCompletion:
         result = await check_prompt(
             self.guardrail.detector, self.guardrail.policy, self.prompt, tuple(self.images)
         )
-        self.prompt_check_seconds = result.seconds
+        self.prompt_check_tiers = result.tiers
         if result.verdict is None:
             return None
         self.verdicts.append(result.verdict)

@@ -7,8 +7,11 @@ cardinality stays bounded.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from guard.detectors.base import TierCheck
 from guard.events import ImageMeta
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -87,7 +90,7 @@ class Metrics:
         )
         self.check = Histogram(
             "thoughtguard_guard_check_duration_seconds",
-            "Duration of one guard check",
+            "Duration of one guard check by detector tier (a cascade's fast and slow tiers apart)",
             ["model", "detector"],
             buckets=FAST_BUCKETS,
             registry=r,
@@ -103,13 +106,20 @@ class Metrics:
             registry=r,
         )
         self.detector_errors = Counter(
-            "thoughtguard_guard_errors", "Detector errors and timeouts", ["model", "detector"], registry=r
+            "thoughtguard_guard_errors", "Detector errors and timeouts by detector tier", ["model", "detector"], registry=r
         )
         self.images = Counter("thoughtguard_images", "Images accepted", ["model", "format"], registry=r)
         self.image_bytes = Counter("thoughtguard_image_bytes", "Encoded bytes of accepted images", ["model"], registry=r)
         self.image_rejections = Counter(
             "thoughtguard_image_rejections", "Images refused, by reason", ["model", "reason"], registry=r
         )
+
+    def observe_tiers(self, model: str, tiers: Iterable[TierCheck]) -> None:
+        """Each tier of each check under its own ``detector`` label (tier names: configured detectors)."""
+        for t in tiers:
+            self.check.labels(model, t.tier).observe(t.seconds)
+            if t.failed:
+                self.detector_errors.labels(model, t.tier).inc()
 
     def observe_images(self, model: str, images: list[ImageMeta]) -> None:
         for meta in images:

@@ -87,18 +87,14 @@ def record(
             m.detection_position.labels(model, v.stage.value).observe(v.position)
         if state.audit is not None:
             state.audit.decision(completion.request_id, model, v)
-    if completion.prompt_check_seconds is not None:
-        m.check.labels(model, completion.guardrail.detector.name).observe(completion.prompt_check_seconds)
+    m.observe_tiers(model, completion.prompt_check_tiers)
     for mon in completion.monitors:
         st = mon.stats
-        for s in st.check_seconds:
-            m.check.labels(model, mon.detector.name).observe(s)
+        m.observe_tiers(model, st.tier_checks)
         for s in st.holdback_seconds:
             m.holdback.labels(model).observe(s)
         if st.leaked_tokens:
             m.leaked.labels(model).inc(st.leaked_tokens)
-        if st.detector_errors:
-            m.detector_errors.labels(model, mon.detector.name).inc(st.detector_errors)
         if st.fail_open:
             m.fail_activations.labels(model, "open").inc(st.fail_open)
         if st.fail_closed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from guard.detectors.base import Detector, Window
+from guard.detectors.base import Detector, TierCheck, Window
 from guard.verdict import Detection
 
 
@@ -13,7 +13,8 @@ class Cascade(Detector):
 
     ``unsure`` is the half-open band of fast ``unsafe`` scores that escalates. The slow tier's
     reading replaces the fast one for the windows it saw, so a confident guard model can clear
-    a noisy fast flag as well as confirm it.
+    a noisy fast flag as well as confirm it. :meth:`check` records each tier under its own name
+    (``learned+lexicon``, ``llama_guard_3``), the slow one only when it ran.
     """
 
     def __init__(
@@ -29,14 +30,17 @@ class Cascade(Detector):
         self.name = f"{fast.name}+{slow.name}"
 
     async def detect(self, windows: Sequence[Window]) -> list[Detection]:
-        first = await self.fast.detect(windows)
+        return await self.check(windows, [])
+
+    async def check(self, windows: Sequence[Window], record: list[TierCheck]) -> list[Detection]:
+        first = await self.fast.check(windows, record)
         lo, hi = self.unsure
         picked = [
             i for i, d in enumerate(first) if self.escalate == "always" or lo <= d.unsafe < hi
         ]
         if not picked:
             return first
-        second = await self.slow.detect([windows[i] for i in picked])
+        second = await self.slow.check([windows[i] for i in picked], record)
         merged = list(first)
         for i, det in zip(picked, second):
             # the fast tier's refusal reading is kept: guard models don't report it

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import CONVERSATIONS, FIGSTEP_IMAGES, image_data_url, user_message
+from tests.support import CONVERSATIONS, FIGSTEP_IMAGES, free_port, image_data_url, user_message
 
 pytestmark = pytest.mark.vllm
 
@@ -125,6 +125,53 @@ def test_flag_and_steer_outcomes(action: str, outcome: str, gateway_factory: Cal
     acts = [k for k in a if k[0] == "thoughtguard_guard_decisions_total"
             and dict(k[1])["action"] == action and dict(k[1])["stage"] == "reasoning"]
     assert sum(delta(b, a, k[0], **dict(k[1])) for k in acts) == 1
+
+
+def tier_counts(before: dict, after: dict, name: str, model: str) -> dict[str, float]:
+    """How much ``name`` moved per ``detector`` label."""
+    out: dict[str, float] = {}
+    for key in after:
+        labels = dict(key[1])
+        if key[0] == name and labels.get("model") == model and "detector" in labels:
+            out[labels["detector"]] = delta(before, after, name, **labels)
+    return {k: v for k, v in out.items() if v}
+
+
+def test_check_duration_is_labelled_per_cascade_tier(
+    gateway_factory: Callable[..., str], vllm_url: str, served_model: str
+) -> None:
+    # the tiny model answers every Qwen3Guard-Gen prompt "Safety: Safe": an always-escalating
+    # cascade runs both tiers on every window and lets the benign stream through
+    base = gateway_factory(guard={"guard_model": {
+        "url": f"{vllm_url}/v1", "model": served_model, "format": "qwen3guard_gen", "escalate": "always"}})
+    m = served_model
+    b = scrape(base)
+    assert chat(base, m, "benign", "m-tiers").status_code == 200
+    a = scrape(base)
+    counts = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_count", m)
+    assert set(counts) == {"learned+lexicon", "qwen3guard_gen"}  # never the composite name
+    assert counts["learned+lexicon"] == counts["qwen3guard_gen"] >= 2
+    seconds = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_sum", m)
+    assert seconds["qwen3guard_gen"] > seconds["learned+lexicon"]  # a model call vs. in-process scoring
+    assert not tier_counts(b, a, "thoughtguard_guard_errors_total", m)
+
+
+def test_guard_errors_are_labelled_with_the_failing_tier(
+    gateway_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory, served_model: str
+) -> None:
+    policy = tmp_path_factory.mktemp("p") / "open.yaml"
+    policy.write_text(yaml.safe_dump({"failure": {"mode": "open", "timeout_s": 2.0}}))
+    base = gateway_factory(guard={"policy_file": str(policy), "guard_model": {
+        "url": f"http://127.0.0.1:{free_port()}/v1", "format": "llama_guard_3", "escalate": "always", "timeout_s": 1.0}})
+    m = served_model
+    b = scrape(base)
+    assert chat(base, m, "benign", "m-tier-errors").status_code == 200  # fail-open: the stream goes on
+    a = scrape(base)
+    errors = tier_counts(b, a, "thoughtguard_guard_errors_total", m)
+    checks = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_count", m)
+    assert set(errors) == {"llama_guard_3"} and errors["llama_guard_3"] == checks["llama_guard_3"] >= 2
+    assert checks["learned+lexicon"] == checks["llama_guard_3"]
+    assert delta(b, a, "thoughtguard_guard_fail_activations_total", model=m, mode="open") == errors["llama_guard_3"]
 
 
 def test_audit_log_lines_validate_and_hold_no_text(audited: tuple[str, Path], served_model: str) -> None:
