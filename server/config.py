@@ -32,6 +32,11 @@ class UpstreamSettings(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0, description="longest wait for the next streamed chunk")
     max_connections: int = Field(512, ge=1)
+    keepalive_expiry: float = Field(
+        2.0,
+        ge=0,
+        description="seconds an idle pooled connection is kept; keep it below the upstream's keep-alive (uvicorn/vLLM: 5)",
+    )
     implicit_think: bool = Field(
         False,
         description="content starts inside <think> (chat template prefills it; R1-style models without a reasoning parser)",

@@ -8,6 +8,7 @@ the request when its client goes away.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -17,6 +18,12 @@ from guard.events import Event, Finish, Stage, TextDelta, Usage
 from server.config import UpstreamSettings
 from server.errors import APIError
 from server.thinksplit import ThinkSplitter
+
+
+log = logging.getLogger("thoughtguard")
+
+# transport failures that leave a request unanswered: nothing was generated, a retry is safe
+_UNANSWERED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class UpstreamUnavailable(APIError):
@@ -94,7 +101,9 @@ class Upstream:
             headers=headers,
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
             limits=httpx.Limits(
-                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry,
             ),
             transport=transport,
         )
@@ -103,10 +112,7 @@ class Upstream:
         request = self.client.build_request(
             "POST", "chat/completions", json=payload, headers={"X-Request-Id": request_id}
         )
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(type(exc).__name__) from exc
+        response = await self._send(request, stream=True)
         if response.status_code >= 400:
             await self._raise_for_status(response)
         think = self.settings.implicit_think if implicit_think is None else implicit_think
@@ -117,19 +123,14 @@ class Upstream:
         body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
         if model:
             body["model"] = model
-        try:
-            response = await self.client.post("completions", json=body)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(type(exc).__name__) from exc
+        response = await self._send(self.client.build_request("POST", "completions", json=body))
         if response.status_code >= 400:
             await self._raise_for_status(response)
         return response.json()["choices"][0]["text"]
 
     async def models(self) -> dict[str, Any]:
-        try:
-            response = await self.client.get("models", timeout=self.settings.connect_timeout_s)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(type(exc).__name__) from exc
+        request = self.client.build_request("GET", "models", timeout=self.settings.connect_timeout_s)
+        response = await self._send(request)
         if response.status_code >= 400:
             await self._raise_for_status(response)
         return response.json()
@@ -140,6 +141,24 @@ class Upstream:
         except APIError:
             return False
         return True
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send, retrying once when the connection failed before any response header arrived.
+
+        That is the stale keep-alive race: the pool hands out an idle connection just as the
+        upstream closes it, and the request dies unanswered. Nothing was generated, so the one
+        retry (on a fresh connection: the pool drops the dead one) is safe. Once headers are in,
+        :meth:`send` has returned and nothing is ever retried: a stream that breaks later is the
+        caller's error to report.
+        """
+        try:
+            try:
+                return await self.client.send(request, stream=stream)
+            except _UNANSWERED as exc:
+                log.info("upstream %s %s failed before a response (%r); retrying once", request.method, request.url.path, exc)
+                return await self.client.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(type(exc).__name__) from exc
 
     async def _raise_for_status(self, response: httpx.Response) -> None:
         await response.aread()
