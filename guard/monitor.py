@@ -4,7 +4,8 @@ Text of each stage (reasoning, answer) accumulates until a window is due: at a s
 boundary once ``min_tokens`` wait, or every ``every_tokens``. The window (new text plus a little
 already-checked context) goes to the detector. Safe text is released; an unsafe reading is held
 as *suspect* until the debounce resolves it, so neither a single noisy window blocks nor does a
-suspect window leak while we wait for the next one. The server and the offline evaluator drive
+suspect window leak while we wait for the next one; a doubtful reading (between ``hold`` and
+``unsafe``) is held the same way without counting towards a block. The server and the offline evaluator drive
 this same class.
 """
 
@@ -164,7 +165,7 @@ class Monitor:
             and det.unsafe >= th.collapse
         ):
             return self._decide(track, det, window, reason="self_flagged_then_complied")
-        if det.unsafe >= th.high:
+        if det.unsafe >= th.high and self.stats.tokens >= th.high_min_tokens:
             return self._decide(track, det, window, reason="high_score")
         if det.unsafe >= th.unsafe:
             track.streak += 1
@@ -177,6 +178,14 @@ class Monitor:
             track.suspect_detection = (det, window)
             return [] if not final else self._release(track, include_suspect=True)
         track.streak = 0
+        held = len(track.suspect) + len(track.pending)
+        if det.unsafe >= th.hold and not final and held <= th.hold_max_tokens:
+            # not unsafe enough to count, too doubtful to show yet: keep it until a clearer
+            # window follows (or a block makes it moot), so the opening of a harm rarely leaks
+            track.suspect += track.pending
+            track.pending = []
+            track.suspect_detection = None
+            return []
         return self._release(track, include_suspect=True)
 
     def _settle_suspect(self, track: _Track) -> list[Output]:

@@ -38,7 +38,18 @@ class WindowSettings(_Strict):
 class Thresholds(_Strict):
     unsafe: float = Field(0.5, ge=0, le=1)
     high: float = Field(0.9, ge=0, le=1, description="one window at or above this blocks at once")
+    high_min_tokens: int = Field(
+        0, ge=0, le=256,
+        description="a lone `high` window blocks only once this many tokens have streamed; before, it counts like `unsafe`"
+        " (the first few tokens, e.g. 'Step 1:', are too little text to judge alone)",
+    )
     consecutive: int = Field(2, ge=1, le=16, description="windows at or above `unsafe` in a row that block")
+    hold: float = Field(
+        1.0, ge=0, le=1,
+        description="a window below `unsafe` but at or above this is held back until a later window reads below it;"
+        " it never blocks by itself (1.0: off)",
+    )
+    hold_max_tokens: int = Field(64, ge=0, le=1024, description="held text is released once it grows past this")
     refusal: float = Field(0.5, ge=0, le=1, description="reasoning above this has self-flagged the request")
     collapse: float = Field(0.3, ge=0, le=1, description="after a self-flag, an answer window at or above this that is no refusal blocks")
     end_of_stream: Literal["block", "release"] = "block"

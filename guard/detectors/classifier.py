@@ -4,9 +4,11 @@ Every vocabulary token has a static vector distilled from all-MiniLM-L6-v2 (see
 ``guard.training.distil``). A window is the mean of its tokens' vectors, read by a
 one-hidden-layer head with three outputs: the probability that the window carries harmful
 content, the probability that it recognises harm and declines (the self-flag signal), and the
-MLCommons hazard category. The first layer is linear, so it is folded into the token table
-offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids])): serving gathers ``hidden``-wide rows and
-never touches the 384-d vectors. Weights ship in ``guard/artifacts/`` as int8 with per-row
+MLCommons hazard category. The request that started the stream is read the same way through
+its own small layer and mixed into the hidden layer, so the head judges the text *as an answer
+to that request*; the request's reading is computed once per request and cached. The first layers are
+linear, so they are folded into token tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids])):
+serving gathers ``hidden``-wide rows and never touches the 384-d vectors. Weights ship in ``guard/artifacts/`` as int8 with per-row
 scales; ``guard.training`` rebuilds them.
 """
 
@@ -22,6 +24,7 @@ from tokenizers import Tokenizer
 
 from guard.detectors.base import Detector, Window
 from guard.detectors.featurize import Featurizer
+from guard.events import Stage
 from guard.verdict import Detection
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifacts"
@@ -37,6 +40,18 @@ class Weights:
     b2: np.ndarray
     categories: tuple[str, ...]
     max_tokens: int = 128
+    prompt: "PromptWeights | None" = None
+
+
+@dataclass(frozen=True)
+class PromptWeights:
+    """The request pathway: its own folded table, the layer that mixes it into ``hidden``, its harm head."""
+
+    table: np.ndarray  # (vocab, prompt_hidden)
+    bias: np.ndarray  # (prompt_hidden,)
+    mix: np.ndarray  # (prompt_hidden, hidden)
+    harm: np.ndarray  # (prompt_hidden, 1): "is this request harmful", a logit
+    harm_bias: np.ndarray
 
 
 def _quantise(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +65,12 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
     directory.mkdir(parents=True, exist_ok=True)
     q, scale = _quantise(weights.table)
     info = {**meta, "categories": list(weights.categories), "max_tokens": weights.max_tokens}
+    extra: dict[str, np.ndarray] = {}
+    if weights.prompt is not None:
+        pw = weights.prompt
+        pq, ps = _quantise(pw.table)
+        extra = {"prompt_table_q": pq, "prompt_table_s": ps, "prompt_b": pw.bias, "prompt_mix": pw.mix,
+                 "prompt_harm": pw.harm, "prompt_harm_b": pw.harm_bias}
     path = directory / WEIGHTS_FILE
     np.savez_compressed(
         path,
@@ -59,6 +80,7 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
         w2=weights.w2.astype(np.float32),
         b2=weights.b2.astype(np.float32),
         meta=np.frombuffer(json.dumps(info).encode(), dtype=np.uint8),
+        **{k: v.astype(np.float32) if v.dtype != np.int8 else v for k, v in extra.items()},
     )
     return path
 
@@ -66,6 +88,12 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
 def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
     with np.load(directory / WEIGHTS_FILE) as z:
         meta = json.loads(z["meta"].tobytes().decode())
+        prompt = None
+        if "prompt_table_q" in z:
+            prompt = PromptWeights(
+                table=z["prompt_table_q"].astype(np.float32) * z["prompt_table_s"][:, None],
+                bias=z["prompt_b"], mix=z["prompt_mix"], harm=z["prompt_harm"], harm_bias=z["prompt_harm_b"],
+            )
         weights = Weights(
             table=z["table_q"].astype(np.float32) * z["table_s"][:, None],
             b1=z["b1"],
@@ -73,6 +101,7 @@ def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
             b2=z["b2"],
             categories=tuple(meta["categories"]),
             max_tokens=int(meta["max_tokens"]),
+            prompt=prompt,
         )
     return weights, meta
 
@@ -84,8 +113,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class StaticClassifier:
     """The numpy forward pass; the same maths as ``guard.training.model`` in torch."""
 
+    PROMPT_CACHE = 1024  # requests whose hidden reading is kept (one per stream in flight, and then some)
+
     def __init__(self, weights: Weights, featurizer: Featurizer, meta: dict[str, object] | None = None) -> None:
         self.weights, self.featurizer, self.meta = weights, featurizer, meta or {}
+        self._prompts: dict[str, np.ndarray] = {}
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "StaticClassifier":
@@ -94,14 +126,40 @@ class StaticClassifier:
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         return cls(weights, Featurizer(tokenizer, max_tokens=weights.max_tokens), meta)
 
-    def logits(self, token_ids: Sequence[np.ndarray]) -> np.ndarray:
-        w = self.weights
-        pooled = np.stack([w.table[ids].mean(axis=0) for ids in token_ids])
-        return np.maximum(pooled + w.b1, 0.0) @ w.w2 + w.b2
+    def prompt_hidden(self, prompt: str) -> np.ndarray | None:
+        """The request's hidden reading, or None when there is no request or no request pathway."""
+        pw = self.weights.prompt
+        if pw is None or not prompt:
+            return None
+        cached = self._prompts.get(prompt)
+        if cached is None:
+            cached = np.maximum(pw.table[self.featurizer(prompt)].mean(axis=0) + pw.bias, 0.0)
+            if len(self._prompts) >= self.PROMPT_CACHE:
+                self._prompts.pop(next(iter(self._prompts)))  # oldest first: dicts keep insertion order
+            self._prompts[prompt] = cached
+        return cached
 
-    def predict(self, texts: Sequence[str], name: str = "learned") -> list[Detection]:
+    def prompt_harm(self, prompt: str) -> float | None:
+        """Probability that the request itself asks for harm (the auxiliary head)."""
+        h = self.prompt_hidden(prompt)
+        pw = self.weights.prompt
+        if h is None or pw is None:
+            return None
+        return float(_sigmoid(h @ pw.harm + pw.harm_bias)[0])
+
+    def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> np.ndarray:
+        w = self.weights
+        pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
+        if w.prompt is not None and prompts is not None:
+            for i, prompt in enumerate(prompts):
+                h = self.prompt_hidden(prompt)
+                if h is not None:
+                    pre[i] += h @ w.prompt.mix
+        return np.maximum(pre, 0.0) @ w.w2 + w.b2
+
+    def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None) -> list[Detection]:
         ids = [self.featurizer(texts[0])] if len(texts) == 1 else self.featurizer.batch(list(texts))
-        return self.detections(self.logits(ids), name)
+        return self.detections(self.logits(ids, prompts), name)
 
     def detections(self, logits: np.ndarray, name: str = "learned") -> list[Detection]:
         unsafe = _sigmoid(logits[:, 0])
@@ -129,4 +187,10 @@ class LearnedDetector(Detector):
     async def detect(self, windows: Sequence[Window]) -> list[Detection]:
         if not windows:
             return []
-        return self.model.predict([w.full for w in windows], self.name)
+        out = self.model.predict([w.full for w in windows], self.name, [w.prompt for w in windows])
+        for i, w in enumerate(windows):
+            # a request is judged by the head trained on labelled requests, not as an answer to itself
+            harm = self.model.prompt_harm(w.full) if w.stage is Stage.PROMPT else None
+            if harm is not None:
+                out[i] = Detection(unsafe=harm, category=out[i].category, refusal=0.0, detector=self.name)
+        return out

@@ -1,9 +1,13 @@
 """The classifier network, trained in torch; serving runs the same maths in numpy.
 
 Input: the mean of the window's distilled MiniLM token vectors (frozen: with a few hundred
-harmful behaviours to learn from, tuned token vectors memorise topics and generalise worse).
-One hidden layer, three heads (unsafe, refusal, hazard category). Because the mean is taken
-before the first (linear) layer, :func:`fold` moves that layer into the token table.
+harmful behaviours to learn from, tuned token vectors memorise topics and generalise worse),
+and the same for the request that started the stream. The request goes through its own small
+layer (``prompt_hidden`` wide), which an auxiliary head also trains on thousands of labelled
+requests, and is mixed into the window's hidden layer: harm is compliance *with a harmful
+request*, which the window alone often cannot tell (a recipe, a persuasive essay).
+Heads: unsafe, refusal, hazard category. Because every mean is taken before a linear layer,
+:func:`fold` moves both first layers into token tables.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     dropout: float = 0.1
     category_weight: float = 0.5
+    prompt_hidden: int = 64
+    prompt_weight: float = 0.5  # the auxiliary request-harm loss
     threads: int = 2
 
 
@@ -53,10 +59,12 @@ def pooled(table: np.ndarray, token_ids: list[np.ndarray], chunk: int = 4096) ->
 
 def fit(
     x: np.ndarray,
+    xp: np.ndarray,  # pooled request of each window; zeros where the window has none
     unsafe: np.ndarray,
     refusal: np.ndarray,
     category: np.ndarray,  # index into S_CODES, -1 where none
     weight: np.ndarray,
+    requests: tuple[np.ndarray, np.ndarray],  # pooled labelled requests and their harm labels
     cfg: TrainConfig,
     *,
     seed: int = 0,
@@ -67,42 +75,62 @@ def fit(
 
     torch.manual_seed(seed)
     torch.set_num_threads(cfg.threads)
-    net = nn.Sequential(
-        nn.Dropout(cfg.dropout), nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 2 + len(S_CODES))
-    )
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    X = torch.from_numpy(x)
+    d = x.shape[1]
+    text_in, prompt_in = nn.Linear(d, cfg.hidden), nn.Linear(d, cfg.prompt_hidden)
+    mix = nn.Linear(cfg.prompt_hidden, cfg.hidden, bias=False)
+    out, prompt_head = nn.Linear(cfg.hidden, 2 + len(S_CODES)), nn.Linear(cfg.prompt_hidden, 1)
+    drop = nn.Dropout(cfg.dropout)
+    modules = nn.ModuleList([text_in, prompt_in, mix, out, prompt_head])
+    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def prompt_hidden(p: torch.Tensor) -> torch.Tensor:
+        # an absent request (all zeros) must add nothing, as at serving time
+        present = (p.abs().sum(dim=1, keepdim=True) > 0).float()
+        return torch.relu(prompt_in(drop(p))) * present
+
+    X, XP = torch.from_numpy(x), torch.from_numpy(xp)
     y_u = torch.from_numpy(unsafe.astype(np.float32))
     y_r = torch.from_numpy(refusal.astype(np.float32))
     y_c = torch.from_numpy(category.astype(np.int64))
     w = torch.from_numpy((weight / weight.mean()).astype(np.float32))
+    RQ, y_q = torch.from_numpy(requests[0]), torch.from_numpy(requests[1].astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     for epoch in range(cfg.epochs):
-        net.train()
+        modules.train()
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch):
-            logits, wi = net(X[idx]), w[idx]
+            hidden = torch.relu(text_in(drop(X[idx])) + mix(prompt_hidden(XP[idx])))
+            logits, wi = out(drop(hidden)), w[idx]
             loss = (F.binary_cross_entropy_with_logits(logits[:, 0], y_u[idx], reduction="none") * wi).mean()
             loss = loss + (F.binary_cross_entropy_with_logits(logits[:, 1], y_r[idx], reduction="none") * wi).mean()
             has_cat = y_c[idx] >= 0
             if has_cat.any():
                 ce = F.cross_entropy(logits[has_cat, 2:], y_c[idx][has_cat], reduction="none")
                 loss = loss + cfg.category_weight * (ce * wi[has_cat]).mean()
+            # the request pathway also learns to tell harmful requests on its own, from many more
+            # requests than the stream data holds
+            k = torch.randint(len(RQ), (min(len(idx), len(RQ)),), generator=gen)
+            q_logit = prompt_head(prompt_hidden(RQ[k]))[:, 0]
+            loss = loss + cfg.prompt_weight * F.binary_cross_entropy_with_logits(q_logit, y_q[k])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / n:.4f}", file=sys.stderr, flush=True)
-    first, second = net[1], net[3]
+
+    def numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().numpy().copy()
+
     return {
-        "w1": first.weight.detach().numpy().T.copy(),
-        "b1": first.bias.detach().numpy().copy(),
-        "w2": second.weight.detach().numpy().T.copy(),
-        "b2": second.bias.detach().numpy().copy(),
+        "w1": numpy(text_in.weight).T, "b1": numpy(text_in.bias),
+        "wp": numpy(prompt_in.weight).T, "bp": numpy(prompt_in.bias),
+        "mix": numpy(mix.weight).T,
+        "w2": numpy(out.weight).T, "b2": numpy(out.bias),
+        "wq": numpy(prompt_head.weight).T, "bq": numpy(prompt_head.bias),
     }
 
 
-def fold(table: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
-    """(vocab, hidden): each token's vector already through the first layer's weights."""
-    return (table @ params["w1"]).astype(np.float32)
+def fold(table: np.ndarray, params: dict[str, np.ndarray], key: str = "w1") -> np.ndarray:
+    """(vocab, width): each token's vector already through a first layer's weights."""
+    return (table @ params[key]).astype(np.float32)

@@ -204,3 +204,41 @@ def test_flag_category_annotates_once_and_keeps_streaming():
     assert m.stopped is None
     assert [v.action for v in verdicts(out)] == [Action.FLAG]
     assert released(out) == "".join(f" w{i}" for i in range(12))
+
+
+def test_a_lone_high_window_waits_for_high_min_tokens():
+    det = Scripted(lambda w: 0.95)
+    m = Monitor(det, policy(thresholds={"high_min_tokens": 8}))
+    feed_all(m, words(4))
+    assert m.stopped is None  # 4 tokens in: too little text to block on one reading
+    feed_all(m, words(4))
+    # the first window counted as an ordinary unsafe one, so the second blocks either way
+    assert m.stopped is not None and m.stopped.reason in ("high_score", "consecutive_windows")
+
+
+def test_doubtful_window_is_held_until_a_clear_one_and_never_blocks_alone():
+    scores = iter([0.4, 0.0, 0.4, 0.4])
+    det = Scripted(lambda w: next(scores))
+    m = Monitor(det, policy(thresholds={"unsafe": 0.8, "hold": 0.3}))
+    out = feed_all(m, words(4))
+    assert released(out) == "" and m.stopped is None  # doubtful: held, not released
+    out = feed_all(m, words(4, word="x"))
+    assert released(out) == " w0 w1 w2 w3 x0 x1 x2 x3"  # a clear window releases both
+    out = feed_all(m, words(8, word="y") + [Finish("stop")])
+    assert m.stopped is None and released(out) == "".join(f" y{i}" for i in range(8))
+
+
+def test_held_text_is_never_released_when_a_block_follows():
+    scores = iter([0.4, 0.85, 0.85])
+    det = Scripted(lambda w: next(scores))
+    m = Monitor(det, policy(thresholds={"unsafe": 0.8, "high": 0.99, "hold": 0.3}))
+    out = feed_all(m, words(12))
+    assert m.stopped is not None and m.stopped.reason == "consecutive_windows"
+    assert released(out) == ""
+
+
+def test_held_text_is_released_past_hold_max_tokens():
+    det = Scripted(lambda w: 0.4)
+    m = Monitor(det, policy(thresholds={"unsafe": 0.8, "hold": 0.3, "hold_max_tokens": 8}))
+    out = feed_all(m, words(12))
+    assert released(out) == "".join(f" w{i}" for i in range(12)) and m.stopped is None
