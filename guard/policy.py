@@ -53,6 +53,14 @@ class Thresholds(_Strict):
     refusal: float = Field(0.5, ge=0, le=1, description="reasoning above this has self-flagged the request")
     collapse: float = Field(0.3, ge=0, le=1, description="after a self-flag, an answer window at or above this that is no refusal blocks")
     end_of_stream: Literal["block", "release"] = "block"
+    prompt: float | None = Field(
+        None, ge=0, le=1,
+        description="the prompt check's threshold (its reading comes from a request head, calibrated apart); None: `unsafe`",
+    )
+
+    @property
+    def prompt_threshold(self) -> float:
+        return self.unsafe if self.prompt is None else self.prompt
 
 
 class StageActions(_Strict):

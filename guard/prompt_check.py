@@ -40,7 +40,7 @@ async def check_prompt(
         if policy.failure.mode == "open":
             return result(None, repr(exc))
         return result(Verdict(Action.BLOCK, Stage.PROMPT, None, 1.0, detector.name, 0, "detector_error", full), repr(exc))
-    if det.unsafe < policy.thresholds.unsafe:
+    if det.unsafe < policy.thresholds.prompt_threshold:
         return result(None)
     action = policy.action_for(det.category, Stage.PROMPT)
     if action is Action.STEER:

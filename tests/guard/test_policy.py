@@ -50,3 +50,11 @@ def test_invalid_policies_are_rejected(tmp_path, yaml_text):
 
 def test_shipped_file_is_the_default_path():
     assert DEFAULT_POLICY_PATH.exists()
+
+
+def test_prompt_threshold_defaults_to_unsafe_and_can_differ():
+    from guard.policy import Thresholds
+
+    assert Thresholds(unsafe=0.7).prompt_threshold == 0.7
+    assert Thresholds(unsafe=0.7, prompt=0.99).prompt_threshold == 0.99
+    assert Policy.load().thresholds.prompt_threshold >= Policy.load().thresholds.unsafe
