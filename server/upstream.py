@@ -31,6 +31,50 @@ class UpstreamUnavailable(APIError):
         super().__init__(502, f"upstream unavailable: {detail}", type="upstream_error", code="upstream_unavailable")
 
 
+class SSEFrames:
+    """Server-sent events from raw bytes: the ``data`` of each event, as bytes, in order.
+
+    Bytes arrive as the socket delivers them: an event may be split across reads and one read
+    may hold several. Events end at a blank line (LF, CRLF or CR line ends); lines starting with
+    ``:`` are comments and other fields (``event:``, ``id:``) are ignored; several ``data:``
+    lines of one event are joined with ``\n``. An event without data yields nothing, and an
+    unterminated one is still read when the stream ends (:meth:`close`). Splitting bytes, not
+    decoded text lines, never cuts a JSON string at a Unicode line break (U+2028, U+2029,
+    U+0085) that the upstream writes raw; httpx's ``aiter_lines`` does, and the chunk then
+    fails to parse.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, raw: bytes) -> list[bytes]:
+        buf = self._buf + raw if self._buf else raw
+        if b"\r" in buf:
+            # CRLF and CR to LF; a CR at the end waits, since the LF of its CRLF may come next
+            keep = buf.endswith(b"\r")
+            buf = buf[:-1] if keep else buf
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep else b"")
+        *events, self._buf = buf.split(b"\n\n")
+        return [data for data in map(_event_data, events) if data is not None]
+
+    def close(self) -> list[bytes]:
+        """The stream ended: an event still open counts as ended too."""
+        out = self.feed(b"\n\n")
+        self._buf = b""
+        return out
+
+
+def _event_data(event: bytes) -> bytes | None:
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event[6:]  # the common case: one data line, as vLLM sends every chunk
+    data = [
+        line[6:] if line.startswith(b"data: ") else line[5:]
+        for line in event.split(b"\n")
+        if line.startswith(b"data:") or line == b"data"
+    ]
+    return b"\n".join(data) if data else None
+
+
 @dataclass
 class UpstreamStream:
     """One open streaming response; iterate :meth:`events`, then (or instead) :meth:`aclose`."""
@@ -42,11 +86,8 @@ class UpstreamStream:
     parsed_reasoning: bool = False
 
     async def events(self) -> AsyncIterator[Event]:
-        async for line in self.response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+        async for data in self._data():
+            if data.strip() == b"[DONE]":
                 break
             chunk = json.loads(data)
             if "error" in chunk:
@@ -56,6 +97,15 @@ class UpstreamStream:
                 yield event
         for delta in self.splitter.flush():
             yield delta
+
+    async def _data(self) -> AsyncIterator[bytes]:
+        """The data of each server-sent event, read off the response as its bytes arrive."""
+        frames = SSEFrames()
+        async for raw in self.response.aiter_bytes():
+            for data in frames.feed(raw):
+                yield data
+        for data in frames.close():
+            yield data
 
     def _chunk_events(self, chunk: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
