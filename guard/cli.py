@@ -46,10 +46,16 @@ def _print_summary(result: dict[str, object]) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from guard.datasets.trace import read_traces
     from guard.evaluate import evaluate
+    from guard.evaluate_prompts import evaluate_prompts
     from guard.policy import Policy
 
     policy = Policy.load(args.policy).with_mode(args.mode)
-    result = evaluate(read_traces(args.file), _detector(args.detector, args.artifact), policy)
+    detector = _detector(args.detector, args.artifact)
+    if args.what == "prompts":
+        result = evaluate_prompts(read_traces(args.file), detector, policy)
+        print(json.dumps(result) if args.json else "\n".join(f"{k:>14}: {v}" for k, v in result.items()))
+        return 0
+    result = evaluate(read_traces(args.file), detector, policy)
     if args.json:
         print(json.dumps(result))
     else:
@@ -62,6 +68,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.set in ("dev", "val"):
         traces = split_traces(args.set, args.data_dir, seed=args.seed)
+    elif args.set == "xstest_prompts":
+        from guard.datasets.xstest import prompt_traces
+
+        traces = list(prompt_traces(data_dir(args.data_dir)))
     else:
         traces = [s.trace() for s in SOURCES[args.set](data_dir(args.data_dir))]
     n = write_traces(args.out, traces)
@@ -96,8 +106,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("eval", help="replay traces through the guard monitor")
-    p.add_argument("what", choices=["traces"])
+    p = subparsers.add_parser("eval", help="replay traces through the guard monitor, or requests through the prompt check")
+    p.add_argument("what", choices=["traces", "prompts"])
     p.add_argument("file", type=Path, help="JSONL traces: id, prompt, reasoning, answer, label, category, onset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
@@ -107,7 +117,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("data", help="convert a ../shared/data set into traces")
-    p.add_argument("set", choices=[*SOURCES, "dev", "val"], help="a source set, or the mixed dev / val file")
+    p.add_argument("set", choices=[*SOURCES, "dev", "val", "xstest_prompts"],
+                   help="a source set, the mixed dev / val file, or XSTest's prompts labelled for the prompt check")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ from typing import Iterator
 from guard.datasets.categories import xstest_category
 from guard.datasets.progress import progress
 from guard.datasets.sample import Kind, Sample
+from guard.datasets.trace import Trace
 
 NAME = "xstest"
 
@@ -42,4 +43,16 @@ def samples(data_dir: Path) -> Iterator[Sample]:
                 kind=kind,
                 category=xstest_category(row["type"], row["prompt"]),
                 refusal=kind == "refusal",
+            )
+
+
+def prompt_traces(data_dir: Path) -> Iterator[Trace]:
+    """XSTest's 450 prompts labelled by themselves (safe, or an unsafe contrast), for the prompt check."""
+    with open(data_dir / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            unsafe = row["type"].startswith("contrast_")
+            yield Trace(
+                id=f"xstest_prompts/{row['id']}", prompt=row["prompt"], reasoning="", answer="",
+                label="unsafe" if unsafe else "safe",
+                category=xstest_category(row["type"], row["prompt"]) if unsafe else None,
             )
