@@ -74,6 +74,9 @@ class ImageSettings(BaseModel):
     max_total_bytes: int = Field(20 * 2**20, ge=1, description="encoded bytes of all images of a request")
     max_pixels: int = Field(16_777_216, ge=1, description="width x height, checked before decoding (bomb guard)")
     max_side: int = Field(2048, ge=0, description="downscale larger images to this side; 0 keeps the size")
+    max_concurrent_decodes: int = Field(
+        4, ge=1, description="images decoded at once across all requests (bounds the memory high-water mark)"
+    )
     fetch_remote: bool = Field(True, description="fetch http(s) image URLs")
     max_redirects: int = Field(3, ge=0, le=10)
     connect_timeout_s: float = Field(3.0, gt=0)

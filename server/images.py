@@ -103,6 +103,9 @@ class ImageResolver:
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
             trust_env=False,
         )
+        # each decode holds the encoded bytes, the pixels and the PNG being written: bounding
+        # how many run at once bounds the memory a burst of image requests can take
+        self._decodes = anyio.CapacityLimiter(settings.max_concurrent_decodes)
 
     async def resolve(self, request: ChatCompletionRequest) -> list[ImageMeta]:
         """Replace every image part's URL by a normalised data URL; return what is known of each."""
@@ -124,7 +127,7 @@ class ImageResolver:
                 total += len(raw)
                 if total > self.settings.max_total_bytes:
                     raise ImageRejected("too_large", f"images total more than {self.settings.max_total_bytes} bytes")
-                decoded = await anyio.to_thread.run_sync(decode_image, raw, self.settings)
+                decoded = await anyio.to_thread.run_sync(decode_image, raw, self.settings, limiter=self._decodes)
             except ImageRejected as exc:
                 raise APIError(400, f"{param}: {exc}", param=param, code=f"image_{exc.reason}") from exc
             except FetchError as exc:

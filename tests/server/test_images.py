@@ -1,14 +1,20 @@
-"""Image decoding under limits, and the decoder fuzzed with truncated and corrupted files."""
+"""Image decoding under limits, the decoder fuzzed with truncated and corrupted files, and the bound on concurrent decodes."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from server import images
+from server.api import ChatCompletionRequest
 from server.config import ImageSettings
 from server.images import DecodedImage, ImageRejected, decode_image
 
@@ -107,3 +113,39 @@ def test_truncated_or_corrupted_images_never_crash(seed: bytes, cut: int, flips:
 def test_random_bytes_are_rejected_cleanly(data: bytes) -> None:
     with pytest.raises(ImageRejected):
         decode_image(b"\x89PNG\r\n\x1a\n" + data if data[:1] == b"\x00" else data, LIMITS)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_concurrent_decodes_are_bounded(limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    running, peak, lock = 0, 0, threading.Lock()
+    real = images.decode_image
+
+    def counting(raw: bytes, limits: ImageSettings) -> DecodedImage:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.05)  # long enough for every request to be waiting at once
+            return real(raw, limits)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(images, "decode_image", counting)
+    url = "data:image/png;base64," + base64.b64encode(encode(Image.new("RGB", (8, 8)), "PNG")).decode()
+
+    def request() -> ChatCompletionRequest:
+        return ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "what is this?"}]}]})
+
+    async def run() -> list[list[object]]:
+        resolver = images.ImageResolver(ImageSettings(max_concurrent_decodes=limit))
+        try:
+            return await asyncio.gather(*(resolver.resolve(request()) for _ in range(8)))  # type: ignore[arg-type]
+        finally:
+            await resolver.aclose()
+
+    metas = asyncio.run(run())
+    assert peak == limit  # 8 requests at once, never more than the limit decoding
+    assert all(len(m) == 1 and m[0].format == "PNG" for m in metas)  # type: ignore[attr-defined]
