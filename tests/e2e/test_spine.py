@@ -115,11 +115,15 @@ def test_unsafe_non_stream_carries_outcome(gateway_url: str, served_model: str) 
     assert "black powder" not in (choice.message.model_extra or {}).get("reasoning", "")
 
 
-def test_client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, served_model: str) -> None:
+def test_client_disconnect_aborts_upstream(gateway_factory, vllm_url: str, served_model: str) -> None:  # type: ignore[no-untyped-def]
+    # pass-through, so only the client's going away can end this long stream: past its script the
+    # tiny model drifts into its unsafe scripts' text, and a guard would end it first, which made
+    # the "still running" precondition below depend on how fast the client started reading
+    gateway_url = gateway_factory(guard={"enabled": False})
     conv = CONVERSATIONS["benign"]
     body = {
         "model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 1800,
-        "ignore_eos": True, "stream": True, "thoughtguard": {"mode": "live"},
+        "ignore_eos": True, "stream": True,
     }
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", f"{gateway_url}/v1/chat/completions", json=body) as resp:
