@@ -71,6 +71,14 @@ class ThreadedServer:
 _RUNNING = re.compile(r'^vllm:num_requests_running\{[^}]*\}\s+([0-9.eE+-]+)', re.M)
 
 
+_GENERATED = re.compile(r'^vllm:generation_tokens_total\{[^}]*\}\s+([0-9.eE+-]+)', re.M)
+
+
+def vllm_generated(vllm_url: str) -> float:
+    """Tokens vLLM has generated since it started, all requests together."""
+    return sum(float(v) for v in _GENERATED.findall(httpx.get(f"{vllm_url}/metrics", timeout=5).text))
+
+
 def vllm_running(vllm_url: str) -> float:
     text = httpx.get(f"{vllm_url}/metrics", timeout=5).text
     return sum(float(v) for v in _RUNNING.findall(text))
