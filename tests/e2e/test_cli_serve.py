@@ -14,11 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
 
-from tests.support import ROOT, SMOLLM_MODEL, TINY_MODEL, free_port
+from tests.support import ROOT, SMOLLM_MODEL, TINY_MODEL, free_port, vllm_generated, vllm_running, wait_running_zero
 
 pytestmark = pytest.mark.vllm
 
@@ -62,6 +63,8 @@ def test_serve_supervises_vllm_and_ctrl_c_leaves_no_orphan(model: Path) -> None:
         reasoning = (msg.model_extra or {}).get("reasoning") or ""
         assert reasoning.strip(), "the model reasons visibly"
         assert "<think>" not in reasoning + (msg.content or "") and "</think>" not in (msg.content or "")
+        if model == SMOLLM_MODEL:
+            _client_disconnect_aborts_upstream(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}", name)
 
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 0
@@ -74,3 +77,27 @@ def test_serve_supervises_vllm_and_ctrl_c_leaves_no_orphan(model: Path) -> None:
         for c in psutil.Process().children(recursive=True):
             if c.pid != proc.pid and "vllm" in " ".join(c.cmdline()) and str(vllm_port) in " ".join(c.cmdline()):
                 c.kill()
+
+
+def _client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, name: str) -> None:
+    """A client that hangs up mid-stream ends the upstream generation too.
+
+    Checked on SmolLM2 (tens of tokens a second here): the tiny test model can finish thousands
+    of tokens before a hang-up is noticed, which made the check racy on it.
+    """
+    max_tokens = 1500
+    body = {
+        "model": name, "messages": [{"role": "user", "content": "Tell me about the history of Paris."}],
+        "temperature": 0, "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
+        "thoughtguard": {"mode": "live"},
+    }
+    generated = vllm_generated(vllm_url)
+    with httpx.Client(timeout=120) as http:
+        with http.stream("POST", f"{gateway_url}/v1/chat/completions", json=body) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            for _ in range(6):
+                next(lines)
+            assert vllm_running(vllm_url) >= 1
+    wait_running_zero(vllm_url, within=5.0)
+    assert vllm_generated(vllm_url) - generated < max_tokens // 4

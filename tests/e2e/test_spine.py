@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import openai
@@ -15,8 +14,6 @@ from tests.support import (
     image_data_url,
     stream_collect,
     user_message,
-    vllm_generated,
-    vllm_running,
     wait_running_zero,
 )
 
@@ -114,30 +111,6 @@ def test_unsafe_non_stream_carries_outcome(gateway_url: str, served_model: str) 
     assert (choice.message.model_extra or {})["thoughtguard"]["stage"] == "reasoning"
     assert choice.message.refusal and choice.message.content.endswith(choice.message.refusal)
     assert "black powder" not in (choice.message.model_extra or {}).get("reasoning", "")
-
-
-def test_client_disconnect_aborts_upstream(gateway_factory, vllm_url: str, served_model: str) -> None:  # type: ignore[no-untyped-def]
-    # pass-through, so only the client's going away can end this stream (past its script the tiny
-    # model drifts into its unsafe scripts' text, which a guard would cut first). The evidence is
-    # vLLM's own count of generated tokens: far short of max_tokens. (vLLM's "running" gauge alone
-    # proved racy, and this vLLM does not count client aborts in request_success_total.)
-    gateway_url = gateway_factory(guard={"enabled": False})
-    conv = CONVERSATIONS["benign"]
-    max_tokens = 3900  # nearly the model's 4,096-token context
-    body = {
-        "model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": max_tokens,
-        "ignore_eos": True, "stream": True,
-    }
-    generated = vllm_generated(vllm_url)
-    with httpx.Client(timeout=60) as http:
-        with http.stream("POST", f"{gateway_url}/v1/chat/completions", json=body) as resp:
-            assert resp.status_code == 200
-            lines = resp.iter_lines()
-            for _ in range(3):
-                next(lines)
-    # the client is gone: the gateway must abort the upstream request
-    wait_running_zero(vllm_url, within=2.0)
-    assert vllm_generated(vllm_url) - generated < max_tokens // 4
 
 
 def test_upstream_down(gateway_factory) -> None:  # type: ignore[no-untyped-def]
