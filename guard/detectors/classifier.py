@@ -6,10 +6,11 @@ one-hidden-layer head with three outputs: the probability that the window carrie
 content, the probability that it recognises harm and declines (the self-flag signal), and the
 MLCommons hazard category. The request that started the stream is read the same way through
 its own small layer and mixed into the hidden layer, so the head judges the text *as an answer
-to that request*; the request's reading is computed once per request and cached. The first layers are
-linear, so they are folded into token tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids])):
-serving gathers ``hidden``-wide rows and never touches the 384-d vectors. Weights ship in ``guard/artifacts/`` as int8 with per-row
-scales; ``guard.training`` rebuilds them.
+to that request*; the request's reading is computed once per request and cached. The first
+layers are linear, so they are folded into token tables offline (mean(E[ids]) @ W1 ==
+mean((E @ W1)[ids])): serving gathers ``hidden``-wide rows and never touches the 384-d vectors.
+Weights ship in ``guard/artifacts/`` as int8 with per-row scales; ``guard.training`` rebuilds
+them.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class StaticClassifier:
 
     def __init__(self, weights: Weights, featurizer: Featurizer, meta: dict[str, object] | None = None) -> None:
         self.weights, self.featurizer, self.meta = weights, featurizer, meta or {}
-        self._prompts: dict[str, np.ndarray] = {}
+        # request -> (its hidden reading, that reading already through the mixing layer)
+        self._prompts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "StaticClassifier":
@@ -126,35 +128,33 @@ class StaticClassifier:
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         return cls(weights, Featurizer(tokenizer, max_tokens=weights.max_tokens), meta)
 
-    def prompt_hidden(self, prompt: str) -> np.ndarray | None:
-        """The request's hidden reading, or None when there is no request or no request pathway."""
+    def _request(self, prompt: str) -> tuple[np.ndarray, np.ndarray] | None:
         pw = self.weights.prompt
         if pw is None or not prompt:
             return None
         cached = self._prompts.get(prompt)
         if cached is None:
-            cached = np.maximum(pw.table[self.featurizer(prompt)].mean(axis=0) + pw.bias, 0.0)
+            hidden = np.maximum(pw.table[self.featurizer(prompt)].mean(axis=0) + pw.bias, 0.0)
+            cached = (hidden, hidden @ pw.mix)
             if len(self._prompts) >= self.PROMPT_CACHE:
                 self._prompts.pop(next(iter(self._prompts)))  # oldest first: dicts keep insertion order
             self._prompts[prompt] = cached
         return cached
 
     def prompt_harm(self, prompt: str) -> float | None:
-        """Probability that the request itself asks for harm (the auxiliary head)."""
-        h = self.prompt_hidden(prompt)
-        pw = self.weights.prompt
-        if h is None or pw is None:
+        """Probability that the request itself asks for harm (the auxiliary head); None without one."""
+        request, pw = self._request(prompt), self.weights.prompt
+        if request is None or pw is None:
             return None
-        return float(_sigmoid(h @ pw.harm + pw.harm_bias)[0])
+        return float(_sigmoid(request[0] @ pw.harm + pw.harm_bias)[0])
 
     def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> np.ndarray:
         w = self.weights
         pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
-        if w.prompt is not None and prompts is not None:
-            for i, prompt in enumerate(prompts):
-                h = self.prompt_hidden(prompt)
-                if h is not None:
-                    pre[i] += h @ w.prompt.mix
+        for i, prompt in enumerate(prompts or ()):
+            request = self._request(prompt)
+            if request is not None:
+                pre[i] += request[1]
         return np.maximum(pre, 0.0) @ w.w2 + w.b2
 
     def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None) -> list[Detection]:
