@@ -5,8 +5,8 @@ boundary once ``min_tokens`` wait, or every ``every_tokens``. The window (new te
 already-checked context) goes to the detector. Safe text is released; an unsafe reading is held
 as *suspect* until the debounce resolves it, so neither a single noisy window blocks nor does a
 suspect window leak while we wait for the next one; a doubtful reading (between ``hold`` and
-``unsafe``) is held the same way without counting towards a block. The server and the offline evaluator drive
-this same class.
+``unsafe``) is held the same way without counting towards a block. The server and the offline
+evaluator drive this same class.
 """
 
 from __future__ import annotations

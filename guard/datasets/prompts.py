@@ -3,9 +3,10 @@
 Harmful responses in ``../shared/data`` cover only JailbreakBench's 100 behaviours, so what a
 harmful *request* looks like is learned from the request-only sets as well (AdvBench, HarmBench,
 StrongREJECT, MaliciousInstruct, SimpleSafetyTests, refusal_direction's harmful splits, FigStep's
-SafeBench questions) against benign ones (Alpaca instructions, JailbreakBench's benign goals). Many of these sets share behaviours with JailbreakBench, so every
-request that nearly repeats a held-out (validation or dev) prompt is dropped: the dev figures
-must not be helped by having seen the dev behaviour as a training request.
+SafeBench questions) against benign ones (Alpaca instructions, JailbreakBench's benign goals).
+Many of these sets share behaviours with JailbreakBench, so every request that nearly repeats a
+held-out (validation or dev) prompt is dropped: the dev figures must not be helped by having
+seen the dev behaviour as a training request.
 """
 
 from __future__ import annotations

@@ -115,11 +115,15 @@ class StaticClassifier:
     """The numpy forward pass; the same maths as ``guard.training.model`` in torch."""
 
     PROMPT_CACHE = 1024  # requests whose hidden reading is kept (one per stream in flight, and then some)
+    # the cache keys are the requests themselves: bound their text too, or a run of huge
+    # prompts would stay in memory long after their streams ended
+    PROMPT_CACHE_CHARS = 4_000_000
 
     def __init__(self, weights: Weights, featurizer: Featurizer, meta: dict[str, object] | None = None) -> None:
         self.weights, self.featurizer, self.meta = weights, featurizer, meta or {}
         # request -> (its hidden reading, that reading already through the mixing layer)
         self._prompts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._prompt_chars = 0
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "StaticClassifier":
@@ -136,9 +140,15 @@ class StaticClassifier:
         if cached is None:
             hidden = np.maximum(pw.table[self.featurizer(prompt)].mean(axis=0) + pw.bias, 0.0)
             cached = (hidden, hidden @ pw.mix)
-            if len(self._prompts) >= self.PROMPT_CACHE:
-                self._prompts.pop(next(iter(self._prompts)))  # oldest first: dicts keep insertion order
+            # oldest first (dicts keep insertion order); a prompt over the text budget still gets
+            # in alone, since its own request holds that text anyway
+            while self._prompts and (
+                len(self._prompts) >= self.PROMPT_CACHE or self._prompt_chars + len(prompt) > self.PROMPT_CACHE_CHARS
+            ):
+                self._prompt_chars -= len(next(iter(self._prompts)))
+                self._prompts.pop(next(iter(self._prompts)))
             self._prompts[prompt] = cached
+            self._prompt_chars += len(prompt)
         return cached
 
     def prompt_harm(self, prompt: str) -> float | None:
