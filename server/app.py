@@ -16,6 +16,7 @@ from server.config import Settings, UpstreamSettings
 from server.guardrail import Guardrail
 from server.images import ImageResolver
 from server.limits import BodySizeLimit
+from server.memory import fix_mmap_threshold
 from server.metrics import Metrics
 from server.routes import router
 from server.state import AppState
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        fix_mmap_threshold(settings.malloc_mmap_threshold)
         upstream = Upstream(settings.upstream)
         gm = settings.guard.guard_model
         guard_upstream = None

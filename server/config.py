@@ -37,6 +37,11 @@ class UpstreamSettings(BaseModel):
         ge=0,
         description="seconds an idle pooled connection is kept; keep it below the upstream's keep-alive (uvicorn/vLLM: 5)",
     )
+    body_end_timeout_s: float = Field(
+        0.2,
+        ge=0,
+        description="after [DONE], how long the body's end is awaited so the connection can be reused; 0 closes it at once",
+    )
     implicit_think: bool = Field(
         False,
         description="content starts inside <think> (chat template prefills it; R1-style models without a reasoning parser)",
@@ -135,6 +140,12 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     metrics_port: int | None = Field(None, ge=1, le=65535, description="also serve /metrics on this port")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight streams on shutdown")
+    malloc_mmap_threshold: int = Field(
+        128 * 2**10,
+        ge=0,
+        description="glibc only: blocks at least this large are mmapped and given back to the OS when freed "
+        "(image buffers); 0 keeps glibc's sliding threshold, which lets the heap keep its high-water mark",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import anyio
 import httpx
 
 from guard.events import Event, Finish, Stage, TextDelta, Usage
@@ -84,10 +85,13 @@ class UpstreamStream:
     model: str | None = None
     # the server runs a reasoning parser: its content is answer text, never to be split again
     parsed_reasoning: bool = False
+    drain_s: float = 0.0  # see UpstreamSettings.body_end_timeout_s
 
     async def events(self) -> AsyncIterator[Event]:
-        async for data in self._data():
+        frames = self._data()
+        async for data in frames:
             if data.strip() == b"[DONE]":
+                await self._drain(frames)
                 break
             chunk = json.loads(data)
             if "error" in chunk:
@@ -97,6 +101,17 @@ class UpstreamStream:
                 yield event
         for delta in self.splitter.flush():
             yield delta
+
+    async def _drain(self, frames: AsyncIterator[bytes]) -> None:
+        """Read the body's end after ``[DONE]`` (vLLM sends nothing more), so the pool can reuse
+        the connection: one closed before its body is read to the end is thrown away, and the
+        next request pays a new TCP handshake. An upstream that sends on, or never ends the body,
+        gets ``drain_s`` and then its connection is closed as before."""
+        if self.drain_s <= 0:
+            return
+        with anyio.move_on_after(self.drain_s):
+            async for _ in frames:
+                pass
 
     async def _data(self) -> AsyncIterator[bytes]:
         """The data of each server-sent event, read off the response as its bytes arrive."""
@@ -166,7 +181,7 @@ class Upstream:
         if response.status_code >= 400:
             await self._raise_for_status(response)
         think = self.settings.implicit_think if implicit_think is None else implicit_think
-        return UpstreamStream(response, ThinkSplitter(implicit_open=think))
+        return UpstreamStream(response, ThinkSplitter(implicit_open=think), drain_s=self.settings.body_end_timeout_s)
 
     async def complete(self, prompt: str, *, model: str | None, max_tokens: int = 16) -> str:
         """Raw-text completion (the guard-model tier)."""

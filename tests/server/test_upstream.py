@@ -50,9 +50,8 @@ def stub_gateway() -> Iterator[Callable[[Respond], tuple[StubUpstream, str]]]:
 
 
 def test_gateway_retries_a_keepalive_connection_the_upstream_closed(stub_gateway) -> None:
-    # A model listing (or a readiness probe) leaves its connection idle in the pool; the next
-    # request picks it up just as the upstream closes it. Chat streams end at [DONE] with the
-    # response closed early, so their connections are not reused; a listing's are.
+    # Every request leaves its connection idle in the pool (a chat stream's body is read to its
+    # end after [DONE]); the next request picks it up just as the upstream closes it.
     stub, base = stub_gateway(closes_reused)
     for stream in (True, False):
         assert httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"] == "stub"
@@ -67,9 +66,27 @@ def test_gateway_retries_a_keepalive_connection_the_upstream_closed(stub_gateway
     seen = [(n, k, head.split(b" ")[0].decode()) for n, k, head in stub.requests]
     assert seen == [
         (0, 0, "GET"), (0, 1, "POST"), (1, 0, "POST"),  # the chat went out on the stale one, then again
-        (2, 0, "GET"), (2, 1, "POST"), (3, 0, "POST"),
-        (4, 0, "GET"), (4, 1, "GET"), (5, 0, "GET"),
+        (1, 1, "GET"), (2, 0, "GET"), (2, 1, "POST"), (3, 0, "POST"),  # the chat's connection was kept
+        (3, 1, "GET"), (4, 0, "GET"), (4, 1, "GET"), (5, 0, "GET"),
     ]
+
+
+def test_chat_streams_reuse_their_upstream_connection(stub_gateway) -> None:
+    stub, base = stub_gateway(lambda n, k, head: http_response(CHAT))
+    for stream in (True, False, True):
+        r = httpx.post(f"{base}/v1/chat/completions", json={**BODY, "stream": stream}, timeout=10)
+        assert r.status_code == 200 and "Hello." in r.text
+    assert stub.connections == 1 and [k for _, k, _ in stub.requests] == [0, 1, 2]
+
+
+def test_a_body_that_never_ends_after_done_is_not_waited_for(stub_gateway) -> None:
+    # [DONE] arrives but the body promises more bytes that never come: the client's stream still
+    # ends within the drain timeout, and the connection is dropped rather than reused
+    stub, base = stub_gateway(lambda n, k, head: http_response(CHAT, length=len(CHAT) + 64))
+    for _ in range(2):
+        r = httpx.post(f"{base}/v1/chat/completions", json={**BODY, "stream": True}, timeout=5)
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") and "error" not in r.text
+    assert stub.connections == 2 and [k for _, k, _ in stub.requests] == [0, 0]
 
 
 def test_no_retry_once_the_response_has_started(stub_gateway) -> None:
