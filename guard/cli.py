@@ -82,7 +82,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from guard.training import train
 
-    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir)
+    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated or None)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -96,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from guard.datasets import SOURCES
+    from guard.datasets.generated import SHIPPED
     from guard.detectors.classifier import ARTIFACT_DIR
 
     p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
@@ -103,6 +104,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
+    p.add_argument("--generated", default=str(SHIPPED),
+                   help="benign answers written by a local model, trained on as negatives (scripts/generate_benign.py); "
+                        "default: the shipped file; '' for none")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 

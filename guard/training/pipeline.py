@@ -29,6 +29,7 @@ from guard.datasets.mixture import mixture, place
 from guard.datasets.progress import progress
 from guard.datasets.sample import Sample
 from guard.datasets.split import split_of
+from guard.datasets.generated import GENERATED, generated_samples
 from guard.datasets.prompts import requests
 from guard.detectors.classifier import (
     TOKENIZER_FILE,
@@ -58,6 +59,7 @@ SET_WEIGHTS = {
     "refusal": 1.0,
     "vlguard": 1.5,
     "instructions": 1.0,
+    "generated": 2.0,  # benign answers a local model wrote for Alpaca instructions (guard/datasets/generated.py)
 }
 # besides the policy's window, each trace is cut once more under one of these (seeded choice)
 ALT_WINDOWS = (
@@ -85,15 +87,20 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, seed: int):
-    """Token ids, request index, labels and loss weights of every training window."""
+def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, seed: int,
+                 extra: list[Sample] = ()):
+    """Token ids, request index, labels and loss weights of every training window.
+
+    ``extra`` samples (made for training, never in validation or dev) count as their own set.
+    """
     rng = np.random.default_rng(seed)
     tok = featurizer.tokenizer
     ids_out: list[np.ndarray] = []
     unsafe, refusal, category, sets, prompt_of = [], [], [], [], []
     prompts: dict[str, int] = {}
-    for sample in progress(samples, "cutting training windows"):
+    for sample in progress([*samples, *extra], "cutting training windows"):
         for trace in place(sample, seed):
+            set_name = GENERATED if sample.source == GENERATED else trace.set_name
             prompt = trace.prompt
             if rng.random() < PROMPT_DROPOUT:
                 prompt = STAND_IN_PROMPTS[int(rng.integers(len(STAND_IN_PROMPTS)))]
@@ -110,7 +117,7 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
                     unsafe.append(w.unsafe)
                     refusal.append(w.refusal)
                     category.append(S_CODES.index(w.category) if w.category else -1)
-                    sets.append(trace.set_name)
+                    sets.append(set_name)
                     prompt_of.append(p_index)
     # benign instructions (Alpaca, via refusal_direction): many everyday topics, none harmful
     held_out = {s.prompt for s in load_samples(root, ["refusal_direction"])}
@@ -136,13 +143,14 @@ def _pooled_prompts(table: np.ndarray, featurizer: Featurizer, texts: list[str])
     return out
 
 
-def _held_out_prompts(samples: list[Sample], root: Path, seed: int) -> list[str]:
-    """Every request of the validation and dev side, JailbreakBench goals included."""
+def _held_out_prompts(samples: list[Sample], root: Path, seed: int, held_out=None) -> list[str]:
+    """Every request of a held-out group, JailbreakBench goals included (default: validation and dev)."""
     import csv
 
-    held = [s.prompt for s in samples if split_of(s.group, seed) != "fit"]
+    held_out = held_out or (lambda group: split_of(group, seed) != "fit")
+    held = [s.prompt for s in samples if held_out(s.group)]
     with open(root / "jailbreakbench" / "jbb_harmful_behaviors.csv", newline="") as fh:
-        held += [row["Goal"] for row in csv.DictReader(fh) if split_of(f"jbb:{row['']}", seed) != "fit"]
+        held += [row["Goal"] for row in csv.DictReader(fh) if held_out(f"jbb:{row['']}")]
     return held
 
 
@@ -166,6 +174,32 @@ def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace
     return scored
 
 
+def fit_weights(
+    fit_samples: list[Sample],
+    held_out: list[str],  # requests of every held-out trace: their near-repeats leave the training data
+    root: Path,
+    policy: Policy,
+    featurizer: Featurizer,
+    table: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    generated: str | Path | None = None,
+) -> tuple[Weights, int]:
+    """Cut the windows, fit the network, fold it into token tables; (weights, windows trained on)."""
+    extra = generated_samples(root, generated, held_out) if generated else []
+    ids, (prompt_texts, prompt_of), labels, counts = training_set(fit_samples, root, policy, featurizer, seed, extra)
+    _log(f"{len(ids)} training windows: {dict(counts)}; {len(prompt_texts)} distinct requests")
+    reqs = requests(root, held_out, seed=seed)
+    _log(f"{len(reqs)} labelled requests ({sum(r.harmful for r in reqs)} harmful), held-out near-repeats removed")
+    xp = _pooled_prompts(table, featurizer, prompt_texts)[prompt_of]
+    req_x = _pooled_prompts(table, featurizer, [r.text for r in reqs])
+    params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed)
+    prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
+    weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
+                      prompt_weights)
+    return weights, len(ids)
+
+
 def train(
     data_dir: str | Path | None,
     out_dir: str | Path,
@@ -174,8 +208,13 @@ def train(
     config: TrainConfig | None = None,
     cache_dir: str | Path = ".cache/thoughtguard",
     policy_path: str | Path | None = None,
+    generated: str | Path | None = None,
 ) -> dict[str, object]:
-    """Train, tune on validation, report on dev, write the artifact; returns the figures."""
+    """Train, tune on validation, report on dev, write the artifact; returns the figures.
+
+    ``generated``: a JSONL of benign answers written by a local model (``guard.datasets.generated``),
+    trained on as negatives; never validated or reported on.
+    """
     from tokenizers import Tokenizer
 
     cfg = config or TrainConfig()
@@ -187,18 +226,8 @@ def train(
     _log(f"{len(samples)} samples, {len(fit_samples)} in the fit split")
 
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
-    ids, (prompt_texts, prompt_of), labels, counts = training_set(fit_samples, root, policy, featurizer, seed)
-    _log(f"{len(ids)} training windows: {dict(counts)}; {len(prompt_texts)} distinct requests")
-    reqs = requests(root, _held_out_prompts(samples, root, seed), seed=seed)
-    _log(f"{len(reqs)} labelled requests ({sum(r.harmful for r in reqs)} harmful), held-out near-repeats removed")
-
-    table = normalise(static_embeddings(cache))
-    xp = _pooled_prompts(table, featurizer, prompt_texts)[prompt_of]
-    req_x = _pooled_prompts(table, featurizer, [r.text for r in reqs])
-    params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed)
-    prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
-    weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
-                      prompt_weights)
+    weights, n_windows = fit_weights(fit_samples, _held_out_prompts(samples, root, seed), root, policy, featurizer,
+                                     normalise(static_embeddings(cache)), cfg, seed, generated)
     model = StaticClassifier(weights, featurizer)
 
     # thresholds from the validation slice of the train side
@@ -222,7 +251,7 @@ def train(
         "dev": dev_eval,
         "artifact_bytes": sum((out / f).stat().st_size for f in ("classifier.npz", TOKENIZER_FILE)),
         "train_seconds": round(time.perf_counter() - started, 1),
-        "windows": len(ids),
+        "windows": n_windows,
     }
     figures = {k: report[k] for k in ("thresholds", "dev", "validation", "artifact_bytes", "windows")}
     (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")

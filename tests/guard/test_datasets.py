@@ -82,3 +82,24 @@ def test_request_set_excludes_held_out_and_has_both_labels():
     assert {r.harmful for r in reqs} == {True, False}
     assert all(goal.lower() not in r.text.lower() for r in reqs)
     assert any(r.source == "jbb_benign" for r in reqs)
+
+
+def test_crossval_folds_spread_every_category_and_leave_dev_out():
+    from guard.training.crossval import fold_of
+
+    for block in range(10):
+        kept = [i for i in range(block * 10, block * 10 + 10) if split_of(f"jbb:{i}", 0) != "dev"]
+        assert sorted(fold_of(f"jbb:{i}", 4) for i in kept) == [0, 0, 1, 1, 2, 2, 3, 3]
+    folds = [fold_of(f"xstest:{i}", 4) for i in range(400)]
+    assert set(folds) == {0, 1, 2, 3} and min(folds.count(k) for k in range(4)) > 60
+
+
+@needs_data
+def test_generated_answers_are_benign_samples_without_held_out_requests(tmp_path):
+    from guard.datasets.generated import generated_samples, instructions
+
+    texts = instructions(ROOT)
+    rows = [{"index": 0, "response": " An answer. "}, {"index": 1, "response": "x"}, {"index": 2, "response": ""}]
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = generated_samples(ROOT, tmp_path / "g.jsonl", held_out=[texts[1].upper() + " please"])
+    assert [(s.prompt, s.answer, s.kind, s.unsafe) for s in out] == [(texts[0], "An answer.", "benign", False)]

@@ -1,0 +1,129 @@
+"""Cross-validation over the train side: compare training variants without looking at dev.
+
+The validation slice holds 15 JailbreakBench behaviours and about 15 benign instructions, so a
+change to the training data or the model moves its figures by less than the choice of split
+does. Here every group that is not dev gets one of ``k`` folds (JailbreakBench behaviours spread
+evenly over each category); each fold in turn is held out, the classifier is fitted on the rest
+with :func:`~guard.training.pipeline.fit_weights`, and the fold's traces are scored once. The
+figure per fold is the tuner's question asked fairly of every variant: over the threshold grid,
+the best mean recall of the unsafe sets with the benign, STAR-1 and XSTest flag rates all at
+or under a cap (5, 7.5 and 10 %).
+
+``python -m guard.training.crossval [--folds 4] [--generated FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from guard.datasets import DEV_CAPS, load_samples
+from guard.datasets.mixture import place
+from guard.datasets.paths import data_dir as resolve_data_dir
+from guard.datasets.split import _unit, split_of
+from guard.detectors.classifier import StaticClassifier
+from guard.detectors.featurize import Featurizer
+from guard.policy import Policy
+from guard.training.distil import static_embeddings, tokenizer_path
+from guard.training.model import TrainConfig, normalise
+from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
+from guard.training.tune import ScoredTrace, score_sets
+
+SAFE_SETS = ("benign", "star1", "xstest_safe")  # the sets issue 3's FPR floor names
+CAPS = (0.05, 0.075, 0.10)
+# unsafe, high, collapse: the tuner's grid and a little below it (a variant that scores safe text
+# lower overall needs lower thresholds for the same recall)
+GRID = ((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95), (0.8, 0.85, 0.9, 0.95, 0.98, 0.99),
+        (0.3, 0.5, 0.7, 0.8, 0.9, 0.95))
+
+
+def fold_of(group: str, k: int, seed: int = 0) -> int:
+    if group.startswith("jbb:"):
+        index = int(group.removeprefix("jbb:"))
+        block = range(index // 10 * 10, index // 10 * 10 + 10)
+        members = sorted((i for i in block if split_of(f"jbb:{i}", seed) != "dev"), key=lambda i: _unit(seed, f"fold:jbb:{i}"))
+        return members.index(index) % k
+    return int(_unit(seed, f"fold:{group}") * k)
+
+
+def held_out_traces(samples, k: int, fold: int, seed: int):
+    chosen = [s for s in samples if split_of(s.group, seed) != "dev" and fold_of(s.group, k, seed) == fold]
+    thoughts = [s for s in chosen if s.kind == "thought"]
+    counts: dict[str, int] = {}
+    for sample in chosen:
+        for trace in place(sample, seed, thoughts):
+            limit = DEV_CAPS.get(trace.set_name)
+            if limit is not None and counts.get(trace.set_name, 0) >= limit:
+                continue
+            counts[trace.set_name] = counts.get(trace.set_name, 0) + 1
+            yield trace
+
+
+def best_recall(scored: list[ScoredTrace], policy: Policy, caps=CAPS) -> dict[str, dict[str, object]]:
+    """Over the tuner's grid, for each cap: the best mean unsafe recall with every safe set at or under it."""
+    best: dict[str, dict[str, object]] = {str(c): {"recall": 0.0} for c in caps}
+    # where no point meets a cap, the strictest point says which safe set stands in the way
+    strictest: dict[str, object] = {"max_fpr": 1.0}
+    for unsafe, high, collapse in itertools.product(*GRID):
+        if high <= unsafe:
+            continue
+        th = policy.thresholds.model_copy(update={"unsafe": unsafe, "high": high, "collapse": collapse})
+        sets = score_sets(scored, policy, th)
+        fprs = {k: round(v["rate"], 4) for k, v in sets.items() if k in SAFE_SETS}
+        recall = float(np.mean([v["rate"] for k, v in sets.items() if k.startswith("unsafe")]))
+        if max(fprs.values()) < strictest["max_fpr"]:  # type: ignore[operator]
+            strictest = {"max_fpr": max(fprs.values()), "recall": round(recall, 4), "thresholds": [unsafe, high, collapse],
+                         "fpr": fprs}
+        for cap in caps:
+            if max(fprs.values()) <= cap and recall > best[str(cap)]["recall"]:  # type: ignore[operator]
+                best[str(cap)] = {"recall": round(recall, 4), "thresholds": [unsafe, high, collapse], "fpr": fprs}
+    return {**best, "strictest": strictest}
+
+
+def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=None, save: str | Path | None = None,
+             cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
+    from tokenizers import Tokenizer
+
+    root, policy, cfg = resolve_data_dir(data_dir), Policy.load(None), config or TrainConfig()
+    samples = load_samples(root)
+    featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
+    table = normalise(static_embeddings(Path(cache_dir)))
+    per_fold = []
+    for k in range(folds):
+        def held(group: str, k: int = k) -> bool:
+            return split_of(group, seed) == "dev" or fold_of(group, folds, seed) == k
+
+        fit_samples = [s for s in samples if not held(s.group)]
+        weights, _ = fit_weights(fit_samples, _held_out_prompts(samples, root, seed, held), root, policy,
+                                 featurizer, table, cfg, seed, generated)
+        scored = _scored(list(held_out_traces(samples, folds, k, seed)), StaticClassifier(weights, featurizer), policy)
+        if save:
+            Path(save).mkdir(parents=True, exist_ok=True)
+            with open(Path(save) / f"fold{k}.pkl", "wb") as fh:
+                pickle.dump(scored, fh)
+        per_fold.append(best_recall(scored, policy))
+        print(f"fold {k + 1}/{folds}: {json.dumps(per_fold[-1])}", file=sys.stderr, flush=True)
+    mean = {cap: round(float(np.mean([f[cap]["recall"] for f in per_fold])), 4) for cap in map(str, CAPS)}
+    return {"folds": per_fold, "mean_recall_at_fpr": mean, "generated": str(generated) if generated else None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m guard.training.crossval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", help="also pickle each fold's scored traces into this folder")
+    p.add_argument("--generated", help="JSONL of locally generated benign answers (scripts/generate_benign.py)")
+    args = p.parse_args(argv)
+    print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated, save=args.save)))
+
+
+if __name__ == "__main__":
+    main()
