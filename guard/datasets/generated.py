@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import Iterable
 
 from guard.datasets.prompts import NearRepeats
