@@ -73,8 +73,12 @@ def place(sample: Sample, seed: int = 0, thoughts: list[Sample] | None = None) -
 
 def mixture(samples: Iterable[Sample], split: Split, *, seed: int = 0, cap: dict[str, int] | None = None) -> Iterator[Trace]:
     """Traces of one split, deterministic for a seed; ``cap`` limits a set to a seeded subsample."""
-    chosen = [s for s in samples if split_of(s.group, seed) == split]
-    chosen.sort(key=lambda s: (_unit(seed, f"order:{s.source}/{s.key}"), s.source, s.key))
+    return placed([s for s in samples if split_of(s.group, seed) == split], seed=seed, cap=cap)
+
+
+def placed(chosen: list[Sample], *, seed: int = 0, cap: dict[str, int] | None = None) -> Iterator[Trace]:
+    """Traces of the chosen samples in a seeded order, each set capped as :func:`mixture` says."""
+    chosen = sorted(chosen, key=lambda s: (_unit(seed, f"order:{s.source}/{s.key}"), s.source, s.key))
     thoughts = [s for s in chosen if s.kind == "thought"]
     counts: dict[str, int] = {}
     for sample in chosen:

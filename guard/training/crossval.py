@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from guard.datasets import DEV_CAPS, load_samples
-from guard.datasets.mixture import place
+from guard.datasets.mixture import placed
 from guard.datasets.paths import data_dir as resolve_data_dir
 from guard.datasets.split import _unit, split_of
 from guard.detectors.classifier import StaticClassifier
@@ -54,15 +54,7 @@ def fold_of(group: str, k: int, seed: int = 0) -> int:
 
 def held_out_traces(samples, k: int, fold: int, seed: int):
     chosen = [s for s in samples if split_of(s.group, seed) != "dev" and fold_of(s.group, k, seed) == fold]
-    thoughts = [s for s in chosen if s.kind == "thought"]
-    counts: dict[str, int] = {}
-    for sample in chosen:
-        for trace in place(sample, seed, thoughts):
-            limit = DEV_CAPS.get(trace.set_name)
-            if limit is not None and counts.get(trace.set_name, 0) >= limit:
-                continue
-            counts[trace.set_name] = counts.get(trace.set_name, 0) + 1
-            yield trace
+    return placed(chosen, seed=seed, cap=DEV_CAPS)
 
 
 def best_recall(scored: list[ScoredTrace], policy: Policy, caps=CAPS) -> dict[str, dict[str, object]]:
