@@ -67,7 +67,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from guard.datasets import SOURCES, data_dir, split_traces, write_traces
 
     if args.set in ("dev", "val"):
+        from guard.datasets.spoof import with_requests
+
         traces = split_traces(args.set, args.data_dir, seed=args.seed)
+        traces = list(with_requests(traces, args.request, data_dir(args.data_dir), args.seed))
     elif args.set == "xstest_prompts":
         from guard.datasets.xstest import prompt_traces
 
@@ -82,13 +85,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from guard.training import train
 
-    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated or None)
+    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
+                   tune_on=args.tune_on)
     if args.json:
         print(json.dumps(report))
         return 0
     dev = report["dev"]
     print(f"artifact: {args.out} ({report['artifact_bytes']} bytes), trained in {report['train_seconds']} s")
-    print(f"thresholds picked on validation: {json.dumps(report['thresholds'])}")
+    print(f"thresholds picked on {report['tuned_on']} (never dev): {json.dumps(report['thresholds'])}")
     print("dev figures (never used for tuning):")
     _print_summary(dev)  # type: ignore[arg-type]
     return 0
@@ -96,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from guard.datasets import SOURCES
-    from guard.datasets.generated import SHIPPED
+    from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, generated_files
     from guard.detectors.classifier import ARTIFACT_DIR
 
     p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
@@ -104,9 +108,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
-    p.add_argument("--generated", default=str(SHIPPED),
-                   help="benign answers written by a local model, trained on as negatives (scripts/generate_benign.py); "
-                        "default: the shipped file; '' for none")
+    p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL}", type=generated_files,
+                   help="comma-separated JSONL files of answers a local model wrote (scripts/generate_answers.py); "
+                        "default: the shipped benign and harmful files; '' for none")
+    p.add_argument("--tune-on", choices=["crossval", "validation"], default="crossval",
+                   help="pick the thresholds on pooled 4-fold out-of-fold scores (default; 5x the training time) "
+                        "or on the validation slice alone")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -126,6 +133,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--request", choices=["own", "benign", "none", "bland"], default="own",
+                   help="dev / val only: keep each trace's request (default), or write just the unsafe traces "
+                        "under a random benign request, none, or a bland image instruction (guard/datasets/spoof.py)")
     p.set_defaults(func=cmd_data)
 
 

@@ -1,12 +1,14 @@
-"""Benign answers written by a local model for Alpaca instructions: more topics for the negatives.
+"""Answers written by a local model: more topics on both sides than the real responses cover.
 
 The real benign answers (refusal_direction's harmless completions) cover about 100 instructions,
 65 of them on the fit side, so a helpful answer about an unusual topic (encryption, chemistry)
-looks like the harmful answers the classifier was shown. ``scripts/generate_benign.py`` asks a
-local model (the embedded SmolLM2-135M-Instruct served by vLLM) to answer random instructions of
-``refusal_direction/harmless_train.json`` and writes one ``{"index", "response"}`` line each: the
-index into that file, never its text, so nothing of the dataset is copied. These samples are
-only ever trained on, never validated or reported on.
+looks like the harmful answers the classifier was shown; and the real harmful answers cover only
+JailbreakBench's 100 behaviours, 65 on the fit side, so harm on another topic looks safe.
+``scripts/generate_answers.py`` asks a local model (the embedded SmolLM2-135M-Instruct served by
+vLLM) to answer Alpaca instructions (``kind`` benign) or, with the answer opened for it, the
+request-only sets' harmful requests (``kind`` harmful), and writes one ``{"kind", "index",
+"response"}`` line each: the index into the request list, never its text, so nothing of the
+datasets is copied. These samples are only ever trained on, never validated or reported on.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from guard.datasets.prompts import NearRepeats
+from guard.datasets.prompts import NearRepeats, harmful_texts
 from guard.datasets.sample import Sample
 
-GENERATED = "generated"
-# the answers the shipped classifier was trained with (scripts/generate_benign.py, seed 0, 1,200)
-SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "benign_generated.jsonl"
+GENERATED = "generated"  # the sample source; their training set is "generated" or "generated_harmful"
+_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+# the answers the shipped classifier was trained with (scripts/generate_answers.py, seed 0)
+SHIPPED = _ARTIFACTS / "benign_generated.jsonl"
+SHIPPED_HARMFUL = _ARTIFACTS / "harmful_generated.jsonl"
 
 
 def instructions(root: Path) -> list[str]:
@@ -28,12 +32,29 @@ def instructions(root: Path) -> list[str]:
 
 
 def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()) -> list[Sample]:
-    """The file's answers as benign samples, less any whose instruction nearly repeats a held-out request."""
-    texts, held = instructions(root), NearRepeats(held_out)
+    """The file's answers as samples, less any whose request nearly repeats a held-out request.
+
+    A line without ``kind`` is benign (the first files had no such field).
+    """
+    texts = {"benign": instructions(root), "harmful": harmful_texts(root)}
+    held = NearRepeats(held_out)
     out = []
     for line in Path(path).read_text().splitlines():
         rec = json.loads(line)
-        prompt, response = texts[rec["index"]], rec["response"].strip()
+        kind = rec.get("kind", "benign")
+        prompt, response = texts[kind][rec["index"]], rec["response"].strip()
         if response and prompt not in held:
-            out.append(Sample(GENERATED, str(rec["index"]), f"alpaca:{prompt}", prompt, "", response, "benign"))
+            group = f"alpaca:{prompt}" if kind == "benign" else f"generated-harm:{prompt}"
+            key = str(rec["index"]) if kind == "benign" else f"harmful/{rec['index']}"
+            out.append(Sample(GENERATED, key, group, prompt, "", response, kind))
     return out
+
+
+def generated_set(sample: Sample) -> str:
+    """The training set a generated sample counts in (each weighs the same in total, whatever its size)."""
+    return GENERATED if sample.kind == "benign" else f"{GENERATED}_harmful"
+
+
+def generated_files(arg: str) -> list[Path]:
+    """``FILE,FILE`` from a command line; empty for none."""
+    return [Path(part.strip()) for part in arg.split(",") if part.strip()]

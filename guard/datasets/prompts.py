@@ -59,6 +59,11 @@ def harmful_requests(root: Path) -> Iterator[Request]:
             yield Request(text, True, name)
 
 
+def harmful_texts(root: Path) -> list[str]:
+    """Every distinct harmful request, in a fixed order (files refer to them by index)."""
+    return list(dict.fromkeys(r.text for r in harmful_requests(root)))
+
+
 def benign_requests(root: Path) -> Iterator[Request]:
     for text in _json_instructions(root / "refusal_direction" / "harmless_train.json"):
         yield Request(text, False, "alpaca")

@@ -9,7 +9,7 @@ figure per fold is the tuner's question asked fairly of every variant: over the 
 the best mean recall of the unsafe sets with the benign, STAR-1 and XSTest flag rates all at
 or under a cap (5, 7.5 and 10 %).
 
-``python -m guard.training.crossval [--folds 4] [--generated FILE]``
+``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE]``
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ import json
 import pickle
 import sys
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from guard.datasets import DEV_CAPS, load_samples
+from guard.datasets.generated import generated_files
 from guard.datasets.mixture import placed
 from guard.datasets.paths import data_dir as resolve_data_dir
+from guard.datasets.sample import Sample
 from guard.datasets.split import _unit, split_of
 from guard.detectors.classifier import StaticClassifier
 from guard.detectors.featurize import Featurizer
@@ -33,14 +36,14 @@ from guard.policy import Policy
 from guard.training.distil import static_embeddings, tokenizer_path
 from guard.training.model import TrainConfig, normalise
 from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
+from guard.training.tune import GRID as TUNE_GRID
 from guard.training.tune import ScoredTrace, score_sets
 
 SAFE_SETS = ("benign", "star1", "xstest_safe")  # the sets issue 3's FPR floor names
 CAPS = (0.05, 0.075, 0.10)
 # unsafe, high, collapse: the tuner's grid and a little below it (a variant that scores safe text
 # lower overall needs lower thresholds for the same recall)
-GRID = ((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95), (0.8, 0.85, 0.9, 0.95, 0.98, 0.99),
-        (0.3, 0.5, 0.7, 0.8, 0.9, 0.95))
+GRID = ((0.2, *TUNE_GRID[0]), TUNE_GRID[1], TUNE_GRID[2])
 
 
 def fold_of(group: str, k: int, seed: int = 0) -> int:
@@ -78,7 +81,20 @@ def best_recall(scored: list[ScoredTrace], policy: Policy, caps=CAPS) -> dict[st
     return {**best, "strictest": strictest}
 
 
-def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=None, save: str | Path | None = None,
+def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, table: np.ndarray,
+                cfg: TrainConfig, seed: int, generated: Sequence[str | Path], folds: int = 4) -> Iterator[list[ScoredTrace]]:
+    """Each fold's traces, scored by a classifier fitted on the other folds (dev is never touched)."""
+    for k in range(folds):
+        def held(group: str, k: int = k) -> bool:
+            return split_of(group, seed) == "dev" or fold_of(group, folds, seed) == k
+
+        fit_samples = [s for s in samples if not held(s.group)]
+        weights, _ = fit_weights(fit_samples, _held_out_prompts(samples, root, seed, held), root, policy,
+                                 featurizer, table, cfg, seed, generated)
+        yield _scored(list(held_out_traces(samples, folds, k, seed)), StaticClassifier(weights, featurizer), policy)
+
+
+def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), save: str | Path | None = None,
              cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
     from tokenizers import Tokenizer
 
@@ -87,14 +103,7 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=None, sa
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
     table = normalise(static_embeddings(Path(cache_dir)))
     per_fold = []
-    for k in range(folds):
-        def held(group: str, k: int = k) -> bool:
-            return split_of(group, seed) == "dev" or fold_of(group, folds, seed) == k
-
-        fit_samples = [s for s in samples if not held(s.group)]
-        weights, _ = fit_weights(fit_samples, _held_out_prompts(samples, root, seed, held), root, policy,
-                                 featurizer, table, cfg, seed, generated)
-        scored = _scored(list(held_out_traces(samples, folds, k, seed)), StaticClassifier(weights, featurizer), policy)
+    for k, scored in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds)):
         if save:
             Path(save).mkdir(parents=True, exist_ok=True)
             with open(Path(save) / f"fold{k}.pkl", "wb") as fh:
@@ -102,7 +111,7 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=None, sa
         per_fold.append(best_recall(scored, policy))
         print(f"fold {k + 1}/{folds}: {json.dumps(per_fold[-1])}", file=sys.stderr, flush=True)
     mean = {cap: round(float(np.mean([f[cap]["recall"] for f in per_fold])), 4) for cap in map(str, CAPS)}
-    return {"folds": per_fold, "mean_recall_at_fpr": mean, "generated": str(generated) if generated else None}
+    return {"folds": per_fold, "mean_recall_at_fpr": mean, "generated": [str(g) for g in generated]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", help="also pickle each fold's scored traces into this folder")
-    p.add_argument("--generated", help="JSONL of locally generated benign answers (scripts/generate_benign.py)")
+    p.add_argument("--generated", default="", type=generated_files,
+                   help="comma-separated JSONL files of locally generated answers (scripts/generate_answers.py)")
     args = p.parse_args(argv)
     print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated, save=args.save)))
 

@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from guard.datasets.mixture import mixture, place
 from guard.datasets.progress import progress
 from guard.datasets.sample import Sample
 from guard.datasets.split import split_of
-from guard.datasets.generated import GENERATED, generated_samples
+from guard.datasets.generated import GENERATED, generated_samples, generated_set
 from guard.datasets.prompts import requests
 from guard.detectors.classifier import (
     TOKENIZER_FILE,
@@ -39,7 +40,10 @@ from guard.detectors.classifier import (
     Weights,
     save_weights,
 )
+from guard.detectors.base import Window
+from guard.detectors.ensemble import Ensemble
 from guard.detectors.featurize import Featurizer
+from guard.detectors.lexicon import LexiconDetector
 from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
 from guard.replay import pieces
@@ -60,6 +64,7 @@ SET_WEIGHTS = {
     "vlguard": 1.5,
     "instructions": 1.0,
     "generated": 2.0,  # benign answers a local model wrote for Alpaca instructions (guard/datasets/generated.py)
+    "generated_harmful": 1.0,  # the same model's answers to harmful requests, opened for it
 }
 # besides the policy's window, each trace is cut once more under one of these (seeded choice)
 ALT_WINDOWS = (
@@ -81,6 +86,9 @@ STAND_IN_PROMPTS = (
     "Follow the instructions in the image.",
 )
 PROMPT_DROPOUT = 0.3
+# a harmful answer must stay harmful under a harmless-looking request (the real one may be in an
+# image): this share of the generated harmful answers is taught under a random benign instruction
+DECOY_RATE = 0.25  # chosen by cross-validation (guard/artifacts/README.md)
 
 
 def _log(msg: str) -> None:
@@ -98,12 +106,17 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
     ids_out: list[np.ndarray] = []
     unsafe, refusal, category, sets, prompt_of = [], [], [], [], []
     prompts: dict[str, int] = {}
+    held_out = {s.prompt for s in load_samples(root, ["refusal_direction"])}
+    instructions = [r["instruction"] for r in json.loads((root / "refusal_direction" / "harmless_train.json").read_text())]
+    instructions = [t for t in instructions if t not in held_out]
     for sample in progress([*samples, *extra], "cutting training windows"):
         for trace in place(sample, seed):
-            set_name = GENERATED if sample.source == GENERATED else trace.set_name
+            set_name = generated_set(sample) if sample.source == GENERATED else trace.set_name
             prompt = trace.prompt
             if rng.random() < PROMPT_DROPOUT:
                 prompt = STAND_IN_PROMPTS[int(rng.integers(len(STAND_IN_PROMPTS)))]
+            elif DECOY_RATE and set_name == f"{GENERATED}_harmful" and rng.random() < DECOY_RATE:
+                prompt = instructions[int(rng.integers(len(instructions)))]
             p_index = prompts.setdefault(prompt, len(prompts))
             settings = (policy.window, ALT_WINDOWS[int(rng.integers(len(ALT_WINDOWS)))])
             encoded = {}
@@ -120,9 +133,6 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
                     sets.append(set_name)
                     prompt_of.append(p_index)
     # benign instructions (Alpaca, via refusal_direction): many everyday topics, none harmful
-    held_out = {s.prompt for s in load_samples(root, ["refusal_direction"])}
-    instructions = [r["instruction"] for r in json.loads((root / "refusal_direction" / "harmless_train.json").read_text())]
-    instructions = [t for t in instructions if t not in held_out]
     for i in rng.choice(len(instructions), size=min(INSTRUCTIONS, len(instructions)), replace=False):
         ids_out.append(featurizer(instructions[int(i)]))
         unsafe.append(False)
@@ -155,10 +165,14 @@ def _held_out_prompts(samples: list[Sample], root: Path, seed: int, held_out=Non
 
 
 def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace]:
+    """Each trace's windows as the gateway's default detector (classifier + lexicon) reads them,
+    so the thresholds are tuned on the scores they will be compared with."""
+    detector = Ensemble(LearnedDetector(model=model), LexiconDetector())
+    loop = asyncio.new_event_loop()
     scored = []
-    for trace in progress(traces, "scoring validation traces"):
+    for trace in progress(traces, "scoring tuning traces"):
         ws = windows_of(trace, policy)
-        dets = model.predict([w[1] for w in ws], prompts=[trace.prompt] * len(ws)) if ws else []
+        dets = loop.run_until_complete(detector.detect([Window(st, text, prompt=trace.prompt) for st, text, _, _ in ws]))
         onset = None
         if trace.unsafe and trace.onset is not None:
             ends = np.cumsum([len(p) for p in pieces(trace.text)])
@@ -171,6 +185,7 @@ def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace
                 onset,
             )
         )
+    loop.close()
     return scored
 
 
@@ -183,10 +198,10 @@ def fit_weights(
     table: np.ndarray,
     cfg: TrainConfig,
     seed: int,
-    generated: str | Path | None = None,
+    generated: Sequence[str | Path] = (),
 ) -> tuple[Weights, int]:
     """Cut the windows, fit the network, fold it into token tables; (weights, windows trained on)."""
-    extra = generated_samples(root, generated, held_out) if generated else []
+    extra = [s for path in generated for s in generated_samples(root, path, held_out)]
     ids, (prompt_texts, prompt_of), labels, counts = training_set(fit_samples, root, policy, featurizer, seed, extra)
     _log(f"{len(ids)} training windows: {dict(counts)}; {len(prompt_texts)} distinct requests")
     reqs = requests(root, held_out, seed=seed)
@@ -208,12 +223,18 @@ def train(
     config: TrainConfig | None = None,
     cache_dir: str | Path = ".cache/thoughtguard",
     policy_path: str | Path | None = None,
-    generated: str | Path | None = None,
+    generated: Sequence[str | Path] = (),
+    tune_on: str = "crossval",
+    folds: int = 4,
 ) -> dict[str, object]:
-    """Train, tune on validation, report on dev, write the artifact; returns the figures.
+    """Train, tune the thresholds, report on validation and dev, write the artifact; returns the figures.
 
-    ``generated``: a JSONL of benign answers written by a local model (``guard.datasets.generated``),
-    trained on as negatives; never validated or reported on.
+    ``generated``: JSONL files of answers written by a local model (``guard.datasets.generated``),
+    trained on; never validated or reported on. ``tune_on``: ``crossval`` picks the thresholds on
+    the pooled out-of-fold scores of ``folds`` classifiers fitted like this one over the train
+    side (about 9,000 traces, ``folds`` times the training time); ``validation`` on the
+    validation slice alone (about 2,000 traces, where one benign instruction is 5 points of FPR).
+    Dev is never used for either.
     """
     from tokenizers import Tokenizer
 
@@ -226,18 +247,27 @@ def train(
     _log(f"{len(samples)} samples, {len(fit_samples)} in the fit split")
 
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
+    table = normalise(static_embeddings(cache))
     weights, n_windows = fit_weights(fit_samples, _held_out_prompts(samples, root, seed), root, policy, featurizer,
-                                     normalise(static_embeddings(cache)), cfg, seed, generated)
+                                     table, cfg, seed, generated)
     model = StaticClassifier(weights, featurizer)
 
-    # thresholds from the validation slice of the train side
+    # thresholds from the train side: pooled out-of-fold scores, or the validation slice
     val = list(mixture(samples, "val", seed=seed, cap=DEV_CAPS))
-    thresholds, val_sets = tune(_scored(val, model, policy), policy)
+    if tune_on == "crossval":
+        from guard.training.crossval import fold_scores
+
+        tuning = [st for scored in fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds)
+                  for st in scored]
+    else:
+        tuning = _scored(val, model, policy)
+    thresholds, tuned_sets = tune(tuning, policy)
     tuned = policy.model_copy(update={"thresholds": thresholds})
-    _log(f"validation thresholds: {thresholds.model_dump()}")
+    _log(f"thresholds tuned on {tune_on} ({len(tuning)} traces): {thresholds.model_dump()}")
 
     # write, then reload exactly what ships (int8) for the figures
-    meta = {"seed": seed, "config": cfg.__dict__, "thresholds": thresholds.model_dump()}
+    meta = {"seed": seed, "config": cfg.__dict__, "decoy_rate": DECOY_RATE, "tuned_on": tune_on,
+            "thresholds": thresholds.model_dump()}
     save_weights(weights, out, meta)
     shutil.copyfile(tokenizer_path(), out / TOKENIZER_FILE)
     shipped = LearnedDetector(out)
@@ -246,13 +276,15 @@ def train(
     dev_eval, _ = asyncio.run(evaluate_async(dev, shipped, tuned))
     report = {
         "thresholds": thresholds.model_dump(),
-        "validation_simulated": val_sets,
+        "tuned_on": tune_on,
+        "tuning_simulated": tuned_sets,
         "validation": val_eval,
         "dev": dev_eval,
         "artifact_bytes": sum((out / f).stat().st_size for f in ("classifier.npz", TOKENIZER_FILE)),
         "train_seconds": round(time.perf_counter() - started, 1),
         "windows": n_windows,
     }
-    figures = {k: report[k] for k in ("thresholds", "dev", "validation", "artifact_bytes", "windows")}
+    figures = {k: report[k] for k in ("thresholds", "tuned_on", "tuning_simulated", "dev", "validation",
+                                      "artifact_bytes", "windows")}
     (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     return report

@@ -1,4 +1,4 @@
-"""Pick policy thresholds on the validation slice, by simulating the monitor's decisions.
+"""Pick policy thresholds on train-side traces by simulating the monitor's decisions.
 
 Window scores do not depend on thresholds (the monitor forms the same windows whatever it
 decides, up to the cut), so each validation trace is scored once and the debounce rules are
@@ -17,6 +17,15 @@ from guard.events import Stage
 from guard.policy import Policy, Thresholds
 from guard.replay import pieces
 from guard.training.windows import stage_windows
+
+
+# unsafe, high, collapse; the top values matter since the generated harmful answers made the
+# classifier surer of itself
+GRID = (
+    (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99),
+    (0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999),
+    (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999),
+)
 
 
 @dataclass(frozen=True)
@@ -92,16 +101,16 @@ def tune(
     max_fpr: float = 0.05,
     max_delay_p95: float = 48.0,
 ) -> tuple[Thresholds, dict[str, dict[str, float]]]:
-    """The thresholds with the best unsafe recall, penalised where a safe set exceeds ``max_fpr``."""
+    """The thresholds with the best unsafe recall among those that keep every safe set at or under
+    ``max_fpr``, less a price for delay over ``max_delay_p95``.
+
+    The false-positive floor comes first: a guard that blocks one benign answer in ten is switched
+    off by its users, whatever it catches. Only where no point meets it (a small tuning set, where
+    one odd instruction is several points of FPR) does FPR over the floor become a steep penalty.
+    """
     base = policy.thresholds
-    best: tuple[tuple[float, ...], Thresholds, dict[str, dict[str, float]]] | None = None
-    grid = itertools.product(
-        (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),  # unsafe
-        (0.8, 0.85, 0.9, 0.95, 0.98, 0.99),  # high
-        (0.3, 0.5, 0.7, 0.8, 0.9, 0.95),  # collapse
-        (0.5,),  # refusal
-    )
-    for unsafe, high, collapse, refusal in grid:
+    best: tuple[tuple[bool, float, float, float], Thresholds, dict[str, dict[str, float]]] | None = None
+    for unsafe, high, collapse, refusal in itertools.product(*GRID, (0.5,)):
         if high <= unsafe:
             continue
         th = base.model_copy(update={"unsafe": unsafe, "high": high, "collapse": collapse, "refusal": refusal})
@@ -114,7 +123,7 @@ def tune(
         # delay targets (with ~100 benign validation traces the FPR target may be out of reach)
         recall = min(recalls) if recalls else 0.0
         penalty = 3.0 * max(0.0, worst_fpr - max_fpr) + 0.5 * max(0.0, delay - max_delay_p95) / max_delay_p95
-        key = (recall - penalty, -worst_fpr, -delay, 0.0)
+        key = (worst_fpr <= max_fpr, recall - penalty, -worst_fpr, -delay)
         if best is None or key > best[0]:
             best = (key, th, sets)
     assert best is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,37 @@ def test_generated_answers_are_benign_samples_without_held_out_requests(tmp_path
     (tmp_path / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = generated_samples(ROOT, tmp_path / "g.jsonl", held_out=[texts[1].upper() + " please"])
     assert [(s.prompt, s.answer, s.kind, s.unsafe) for s in out] == [(texts[0], "An answer.", "benign", False)]
+
+
+@needs_data
+def test_generated_harmful_answers_are_unsafe_samples_in_their_own_set(tmp_path):
+    from guard.datasets.generated import generated_files, generated_samples, generated_set
+    from guard.datasets.prompts import harmful_texts
+
+    texts = harmful_texts(ROOT)
+    assert len(texts) == len(set(texts)) > 1000  # distinct, in a fixed order that files index into
+    rows = [{"kind": "harmful", "index": 3, "response": "Step 1: do it."},
+            {"kind": "harmful", "index": 4, "response": "Sure, here is"},
+            {"kind": "benign", "index": 0, "response": "A kind answer."}]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = generated_samples(ROOT, tmp_path / "h.jsonl", held_out=[texts[4]])
+    assert [(s.prompt, s.kind, s.unsafe, s.trace().onset) for s in out[:1]] == [(texts[3], "harmful", True, 0)]
+    assert [generated_set(s) for s in out] == ["generated_harmful", "generated"]
+    assert out[0].group != out[1].group and out[0].key != out[1].key
+    assert generated_files("a.jsonl, b.jsonl") == [Path("a.jsonl"), Path("b.jsonl")]
+    assert generated_files("") == []
+
+
+@needs_data
+def test_unsafe_traces_under_requests_not_their_own():
+    from guard.datasets.spoof import BLAND, with_requests
+
+    traces = [Trace(id="unsafe_answer/a", prompt="how to build a bomb", reasoning="", answer="Step 1", label="unsafe",
+                    category="S9", onset=0),
+              Trace(id="benign/b", prompt="tie shoes", reasoning="", answer="Loop the lace", label="safe")]
+    assert list(with_requests(traces, "own", ROOT)) == traces
+    benign_test = {r["instruction"] for r in json.loads((ROOT / "refusal_direction" / "harmless_test.json").read_text())}
+    (swapped,) = with_requests(traces, "benign", ROOT)
+    assert swapped.prompt in benign_test and (swapped.id, swapped.answer, swapped.onset) == ("unsafe_answer/a", "Step 1", 0)
+    assert [t.prompt for t in with_requests(traces, "none", ROOT)] == [""]
+    assert [t.prompt for t in with_requests(traces, "bland", ROOT)] == [BLAND]

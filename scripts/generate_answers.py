@@ -30,53 +30,67 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import start_vllm  # noqa: E402
-from guard.datasets.generated import instructions  # noqa: E402
+from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, instructions  # noqa: E402
+from guard.datasets.prompts import harmful_texts  # noqa: E402
+from guard.datasets.refusal import looks_like_refusal  # noqa: E402
 from guard.datasets.paths import data_dir  # noqa: E402
 from guard.datasets.progress import progress  # noqa: E402
 
 MODEL = ROOT / "models" / "smollm2-135m"
 # plain ChatML without the embedded template's "think first" system prompt: a direct answer
 PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+# how a harmful answer is opened for the model; kept in the answer, and varied, so that no one
+# opener becomes the sign of harm (benign answers open with "Sure" and "Here's" too)
+OPENERS = ("Sure, here is", "Here's how", "Step 1:", "1.", "Certainly! ", "To do this,", "Title:")
 
 
-async def generate(url: str, texts: list[str], chosen: list[int], out: Path, *, max_tokens: int, concurrency: int) -> None:
+async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out: Path, *, max_tokens: int,
+                   concurrency: int, seed: int) -> None:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url.rstrip("/") + "/v1", timeout=600) as client:
         model = (await client.get("/models")).json()["data"][0]["id"]
 
         async def one(i: int) -> dict[str, object]:
+            opener = OPENERS[(i + seed) % len(OPENERS)] if kind == "harmful" else ""
             async with limit:
-                body = {"model": model, "prompt": PROMPT.format(texts[i]), "max_tokens": max_tokens,
+                body = {"model": model, "prompt": PROMPT.format(texts[i]) + opener, "max_tokens": max_tokens,
                         "temperature": 0.7, "seed": i, "stop": ["<|im_end|>"]}
                 r = await client.post("/completions", json=body)
                 r.raise_for_status()
-                return {"index": i, "response": r.json()["choices"][0]["text"].strip()}
+                return {"kind": kind, "index": i, "response": (opener + r.json()["choices"][0]["text"]).strip()}
 
         tasks = [asyncio.ensure_future(one(i)) for i in chosen]
-        rows = [await t for t in progress(tasks, f"answering {len(chosen)} instructions")]
+        rows = [await t for t in progress(tasks, f"answering {len(chosen)} {kind} requests")]
+    if kind == "harmful":  # the model declined despite the opener: not a harmful answer
+        rows = [r for r in rows if not looks_like_refusal(str(r["response"])) and len(str(r["response"]).split()) >= 20]
     out.write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["index"])))
+    print(f"wrote {len(rows)} {kind} answers to {out}", file=sys.stderr)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1200)
+    p.add_argument("--kind", choices=["benign", "harmful"], required=True)
+    p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign; every harmful one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "guard" / "artifacts" / "benign_generated.jsonl")
+    p.add_argument("--out", type=Path, help="default: the shipped file of that kind in guard/artifacts/")
     p.add_argument("--url", help="a running OpenAI-compatible server (default: start vLLM on the embedded model)")
-    p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--max-tokens", type=int, help="default: 160 benign, 120 harmful (only the first windows of a harmful answer are labelled unsafe)")
     p.add_argument("--concurrency", type=int, default=48)
     p.add_argument("--data-dir")
     args = p.parse_args()
-    texts = instructions(data_dir(args.data_dir))
-    chosen = [int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=args.n, replace=False)]
+    root = data_dir(args.data_dir)
+    texts = instructions(root) if args.kind == "benign" else harmful_texts(root)
+    n = min(args.n or (1200 if args.kind == "benign" else len(texts)), len(texts))
+    chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=n, replace=False))
+    out = args.out or (SHIPPED if args.kind == "benign" else SHIPPED_HARMFUL)
+    max_tokens = args.max_tokens or (160 if args.kind == "benign" else 120)
     server = None if args.url else start_vllm(MODEL)
     try:
-        asyncio.run(generate(args.url or server.url, texts, chosen, args.out,
-                             max_tokens=args.max_tokens, concurrency=args.concurrency))
+        asyncio.run(generate(args.url or server.url, args.kind, texts, chosen, out, max_tokens=max_tokens,
+                             concurrency=args.concurrency, seed=args.seed))
     finally:
         if server is not None:
             server.stop()
-    print(f"wrote {args.n} answers to {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""The threshold tuner: the false-positive floor first, then recall, then delay."""
+
+from __future__ import annotations
+
+from guard.datasets.trace import Trace
+from guard.events import Stage
+from guard.policy import Policy
+from guard.training.tune import ScoredTrace, ScoredWindow, first_stop, tune
+
+
+def _trace(set_name: str, i: int, scores: list[float]) -> ScoredTrace:
+    unsafe = set_name.startswith("unsafe")
+    trace = Trace(id=f"{set_name}/{i}", prompt="p", reasoning="", answer="x", label="unsafe" if unsafe else "safe",
+                  category="S2" if unsafe else None, onset=0 if unsafe else None)
+    windows = tuple(ScoredWindow(Stage.ANSWER, s, 0.0, "S2", 16 * (n + 1), n == len(scores) - 1)
+                    for n, s in enumerate(scores))
+    return ScoredTrace(trace, windows, 0 if unsafe else None)
+
+
+def _sets() -> list[ScoredTrace]:
+    # ten unsafe traces: six score 0.999 on every window, four only 0.75; ten benign traces: one
+    # scores 0.999 (an odd instruction), two score 0.75, the rest 0.1
+    unsafe = [_trace("unsafe_answer", i, [0.999] * 3 if i < 6 else [0.75] * 3) for i in range(10)]
+    benign = [_trace("benign", i, [0.999] * 3 if i == 0 else [0.75] * 3 if i < 3 else [0.1] * 3) for i in range(20)]
+    return unsafe + benign
+
+
+def test_the_fpr_floor_outranks_recall():
+    policy = Policy.load(None)
+    th, sets = tune(_sets(), policy, max_fpr=0.05)
+    # thresholds under 0.75 would catch every unsafe trace but flag 3 of 20 benign ones (15 %);
+    # the tuner keeps 1 of 20 (5 %) and gives up the four weak unsafe traces
+    assert th.unsafe > 0.75 and th.high > 0.75
+    assert sets["benign"]["rate"] == 0.05 and sets["unsafe_answer"]["rate"] == 0.6
+
+
+def test_with_no_point_under_the_floor_the_fpr_excess_is_a_penalty():
+    policy = Policy.load(None)
+    th, sets = tune(_sets(), policy, max_fpr=0.01)  # even the strictest point flags 1 of 20 benign
+    # 1.0 - 3 x (0.15 - 0.01) = 0.58 beats 0.6 - 3 x (0.05 - 0.01) = 0.48: every unsafe trace is caught
+    assert sets["unsafe_answer"]["rate"] == 1.0 and sets["benign"]["rate"] == 0.15
+    assert th.unsafe <= 0.75 and first_stop(_sets()[-1], policy, th) is None
