@@ -1,17 +1,25 @@
-"""Write benign answers for Alpaca instructions with a local model (training negatives).
+"""Write training answers with a local model: benign ones, or compliant answers to harmful requests.
 
-Why: the real benign answers in ../shared/data cover about 100 instructions, so the classifier
-sees few helpful answers about unusual topics. This asks the embedded SmolLM2-135M-Instruct
-(served by vLLM on CPU, no model hub) to answer random instructions of
-``refusal_direction/harmless_train.json`` and writes one ``{"index", "response"}`` line per
-answer: the index into that file, never its text. ``guard/datasets/generated.py`` reads it back;
-``thoughtguard train --generated FILE`` trains with it and
-``python -m guard.training.crossval --generated FILE`` measures what it changes.
+Why: the real answers in ../shared/data cover about 100 benign instructions and JailbreakBench's
+100 harmful behaviours, so the classifier sees few topics on either side. This asks the embedded
+SmolLM2-135M-Instruct (served by vLLM on CPU, no model hub) to answer
 
-Deterministic for a seed (instruction choice and per-request sampling seeds), up to vLLM's CPU
-kernels. About 4 minutes for 1,200 answers on 2 cores.
+- ``--kind benign``: random Alpaca instructions (``refusal_direction/harmless_train.json``);
+- ``--kind harmful``: every distinct harmful request of the request-only sets (AdvBench,
+  HarmBench, StrongREJECT, ...; ``guard.datasets.prompts.harmful_texts``), with the answer opened
+  for it ("Sure, here is", "Step 1:", ...), the way jailbreaks and refusal ablation make a model
+  comply. Answers that still decline, or are under 20 words, are dropped.
 
-Usage: ``.venv/bin/python scripts/generate_benign.py [--n 1200] [--out FILE] [--url URL]``
+It writes one ``{"kind", "index", "response"}`` line per answer: the index into that list, never
+the request's text. ``guard/datasets/generated.py`` reads it back; ``thoughtguard train
+--generated FILE,FILE`` trains with it and ``python -m guard.training.crossval --generated ...``
+measures what it changes.
+
+Deterministic for a seed (request choice, openers and per-request sampling seeds), up to vLLM's
+CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests on
+2 cores.
+
+Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful [--n N] [--out FILE] [--url URL]``
 (without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards).
 """
 

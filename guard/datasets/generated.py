@@ -20,7 +20,8 @@ from typing import Iterable
 from guard.datasets.prompts import NearRepeats, harmful_texts
 from guard.datasets.sample import Sample
 
-GENERATED = "generated"  # the sample source; their training set is "generated" or "generated_harmful"
+GENERATED = "generated"  # the sample source, and the training set of the benign ones
+GENERATED_HARMFUL = "generated_harmful"  # the training set of the harmful ones
 _ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 # the answers the shipped classifier was trained with (scripts/generate_answers.py, seed 0)
 SHIPPED = _ARTIFACTS / "benign_generated.jsonl"
@@ -52,7 +53,7 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
 
 def generated_set(sample: Sample) -> str:
     """The training set a generated sample counts in (each weighs the same in total, whatever its size)."""
-    return GENERATED if sample.kind == "benign" else f"{GENERATED}_harmful"
+    return GENERATED if sample.kind == "benign" else GENERATED_HARMFUL
 
 
 def generated_files(arg: str) -> list[Path]:

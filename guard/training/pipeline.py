@@ -30,7 +30,7 @@ from guard.datasets.mixture import mixture, place
 from guard.datasets.progress import progress
 from guard.datasets.sample import Sample
 from guard.datasets.split import split_of
-from guard.datasets.generated import GENERATED, generated_samples, generated_set
+from guard.datasets.generated import GENERATED, GENERATED_HARMFUL, generated_samples, generated_set
 from guard.datasets.prompts import requests
 from guard.detectors.classifier import (
     TOKENIZER_FILE,
@@ -64,7 +64,7 @@ SET_WEIGHTS = {
     "vlguard": 1.5,
     "instructions": 1.0,
     "generated": 2.0,  # benign answers a local model wrote for Alpaca instructions (guard/datasets/generated.py)
-    "generated_harmful": 1.0,  # the same model's answers to harmful requests, opened for it
+    GENERATED_HARMFUL: 1.0,  # the same model's answers to harmful requests, opened for it
 }
 # besides the policy's window, each trace is cut once more under one of these (seeded choice)
 ALT_WINDOWS = (
@@ -115,7 +115,7 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
             prompt = trace.prompt
             if rng.random() < PROMPT_DROPOUT:
                 prompt = STAND_IN_PROMPTS[int(rng.integers(len(STAND_IN_PROMPTS)))]
-            elif DECOY_RATE and set_name == f"{GENERATED}_harmful" and rng.random() < DECOY_RATE:
+            elif DECOY_RATE and set_name == GENERATED_HARMFUL and rng.random() < DECOY_RATE:
                 prompt = instructions[int(rng.integers(len(instructions)))]
             p_index = prompts.setdefault(prompt, len(prompts))
             settings = (policy.window, ALT_WINDOWS[int(rng.integers(len(ALT_WINDOWS)))])
