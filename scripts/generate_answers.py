@@ -8,7 +8,9 @@ SmolLM2-135M-Instruct (served by vLLM on CPU, no model hub) to answer
 - ``--kind harmful``: every distinct harmful request of the request-only sets (AdvBench,
   HarmBench, StrongREJECT, ...; ``guard.datasets.prompts.harmful_texts``), with the answer opened
   for it ("Sure, here is", "Step 1:", ...), the way jailbreaks and refusal ablation make a model
-  comply. Answers that still decline, or are under 20 words, are dropped.
+  comply. Answers that still decline, or are under 20 words, are dropped;
+- ``--kind topical``: benign requests on the harmful sets' topics (XSTest's safe prompts,
+  JailbreakBench's benign goals; ``guard.datasets.prompts.topical_texts``), answered plainly.
 
 It writes one ``{"kind", "index", "response"}`` line per answer: the index into that list, never
 the request's text. ``guard/datasets/generated.py`` reads it back; ``thoughtguard train
@@ -19,7 +21,7 @@ Deterministic for a seed (request choice, openers and per-request sampling seeds
 CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests on
 2 cores.
 
-Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful [--n N] [--out FILE] [--url URL]``
+Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical [--n N] [--out FILE] [--url URL]``
 (without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards).
 """
 
@@ -38,8 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import start_vllm  # noqa: E402
-from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, instructions  # noqa: E402
-from guard.datasets.prompts import harmful_texts  # noqa: E402
+from guard.datasets.generated import KINDS, SHIPPED, SHIPPED_HARMFUL, TOPICAL, requests_of  # noqa: E402
 from guard.datasets.refusal import looks_like_refusal  # noqa: E402
 from guard.datasets.paths import data_dir  # noqa: E402
 from guard.datasets.progress import progress  # noqa: E402
@@ -77,7 +78,7 @@ async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", choices=["benign", "harmful"], required=True)
+    p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign; every harmful one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="default: the shipped file of that kind in guard/artifacts/")
@@ -87,11 +88,11 @@ def main() -> None:
     p.add_argument("--data-dir")
     args = p.parse_args()
     root = data_dir(args.data_dir)
-    texts = instructions(root) if args.kind == "benign" else harmful_texts(root)
+    texts = requests_of(args.kind, root)
     n = min(args.n or (1200 if args.kind == "benign" else len(texts)), len(texts))
     chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=n, replace=False))
-    out = args.out or (SHIPPED if args.kind == "benign" else SHIPPED_HARMFUL)
-    max_tokens = args.max_tokens or (160 if args.kind == "benign" else 120)
+    out = args.out or {"benign": SHIPPED, "harmful": SHIPPED_HARMFUL, "topical": TOPICAL}[args.kind]
+    max_tokens = args.max_tokens or (120 if args.kind == "harmful" else 160)
     server = None if args.url else start_vllm(MODEL)
     try:
         asyncio.run(generate(args.url or server.url, args.kind, texts, chosen, out, max_tokens=max_tokens,

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from guard.datasets.prompts import NearRepeats, harmful_texts
+from guard.datasets.prompts import NearRepeats, harmful_texts, topical_texts
 from guard.datasets.sample import Sample
 
 GENERATED = "generated"  # the sample source, and the training set of the benign ones
@@ -26,10 +26,17 @@ _ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 # the answers the shipped classifier was trained with (scripts/generate_answers.py, seed 0)
 SHIPPED = _ARTIFACTS / "benign_generated.jsonl"
 SHIPPED_HARMFUL = _ARTIFACTS / "harmful_generated.jsonl"
+KINDS = ("benign", "harmful", "topical")
+TOPICAL = _ARTIFACTS / "topical_generated.jsonl"  # written by --kind topical; not trained on by default
 
 
 def instructions(root: Path) -> list[str]:
     return [r["instruction"] for r in json.loads((root / "refusal_direction" / "harmless_train.json").read_text())]
+
+
+def requests_of(kind: str, root: Path) -> list[str]:
+    """The requests a file of that kind indexes into."""
+    return {"benign": instructions, "harmful": harmful_texts, "topical": topical_texts}[kind](root)
 
 
 def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()) -> list[Sample]:
@@ -37,7 +44,7 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
 
     A line without ``kind`` is benign (the first files had no such field).
     """
-    texts = {"benign": instructions(root), "harmful": harmful_texts(root)}
+    texts = {kind: requests_of(kind, root) for kind in KINDS}
     held = NearRepeats(held_out)
     out = []
     for line in Path(path).read_text().splitlines():
@@ -45,9 +52,9 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
         kind = rec.get("kind", "benign")
         prompt, response = texts[kind][rec["index"]], rec["response"].strip()
         if response and prompt not in held:
-            group = f"alpaca:{prompt}" if kind == "benign" else f"generated-harm:{prompt}"
-            key = str(rec["index"]) if kind == "benign" else f"harmful/{rec['index']}"
-            out.append(Sample(GENERATED, key, group, prompt, "", response, kind))
+            group = f"alpaca:{prompt}" if kind == "benign" else f"generated-{kind}:{prompt}"
+            key = str(rec["index"]) if kind == "benign" else f"{kind}/{rec['index']}"
+            out.append(Sample(GENERATED, key, group, prompt, "", response, "harmful" if kind == "harmful" else "benign"))
     return out
 
 

@@ -64,6 +64,16 @@ def harmful_texts(root: Path) -> list[str]:
     return list(dict.fromkeys(r.text for r in harmful_requests(root)))
 
 
+def topical_texts(root: Path) -> list[str]:
+    """Benign requests on the harmful sets' topics, in a fixed order: XSTest's safe prompts (that
+    only sound harmful) and JailbreakBench's benign goals (matched to its harmful behaviours)."""
+    with open(root / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as fh:
+        texts = [row["prompt"] for row in csv.DictReader(fh) if not row["type"].startswith("contrast_")]
+    with open(root / "jailbreakbench" / "jbb_benign_goals.tsv", newline="", encoding="utf-8") as fh:
+        texts += [row["goal"] for row in csv.DictReader(fh, delimiter="\t")]
+    return list(dict.fromkeys(texts))
+
+
 def benign_requests(root: Path) -> Iterator[Request]:
     for text in _json_instructions(root / "refusal_direction" / "harmless_train.json"):
         yield Request(text, False, "alpaca")

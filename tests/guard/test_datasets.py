@@ -109,7 +109,7 @@ def test_generated_answers_are_benign_samples_without_held_out_requests(tmp_path
 @needs_data
 def test_generated_harmful_answers_are_unsafe_samples_in_their_own_set(tmp_path):
     from guard.datasets.generated import generated_files, generated_samples, generated_set
-    from guard.datasets.prompts import harmful_texts
+    from guard.datasets.prompts import harmful_texts, topical_texts
 
     texts = harmful_texts(ROOT)
     assert len(texts) == len(set(texts)) > 1000  # distinct, in a fixed order that files index into
@@ -121,6 +121,11 @@ def test_generated_harmful_answers_are_unsafe_samples_in_their_own_set(tmp_path)
     assert [(s.prompt, s.kind, s.unsafe, s.trace().onset) for s in out[:1]] == [(texts[3], "harmful", True, 0)]
     assert [generated_set(s) for s in out] == ["generated_harmful", "generated"]
     assert out[0].group != out[1].group and out[0].key != out[1].key
+    topical = topical_texts(ROOT)
+    assert len(topical) == len(set(topical)) and 300 <= len(topical) <= 350  # XSTest safe + JBB benign goals
+    (tmp_path / "t.jsonl").write_text(json.dumps({"kind": "topical", "index": 0, "response": "Use kill -9."}) + "\n")
+    (t,) = generated_samples(ROOT, tmp_path / "t.jsonl")
+    assert (t.prompt, t.kind, generated_set(t)) == (topical[0], "benign", "generated") and t.group.startswith("generated-topical:")
     assert generated_files("a.jsonl, b.jsonl") == [Path("a.jsonl"), Path("b.jsonl")]
     assert generated_files("") == []
 
