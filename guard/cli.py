@@ -101,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from guard.datasets import SOURCES
     from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, generated_files
+    from guard.datasets.spoof import REQUESTS
     from guard.detectors.classifier import ARTIFACT_DIR
 
     p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
@@ -133,7 +134,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--request", choices=["own", "benign", "none", "bland"], default="own",
+    p.add_argument("--request", choices=REQUESTS, default="own",
                    help="dev / val only: keep each trace's request (default), or write just the unsafe traces "
                         "under a random benign request, none, or a bland image instruction (guard/datasets/spoof.py)")
     p.set_defaults(func=cmd_data)

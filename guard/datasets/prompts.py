@@ -67,10 +67,10 @@ def harmful_texts(root: Path) -> list[str]:
 def topical_texts(root: Path) -> list[str]:
     """Benign requests on the harmful sets' topics, in a fixed order: XSTest's safe prompts (that
     only sound harmful) and JailbreakBench's benign goals (matched to its harmful behaviours)."""
-    with open(root / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as fh:
-        texts = [row["prompt"] for row in csv.DictReader(fh) if not row["type"].startswith("contrast_")]
-    with open(root / "jailbreakbench" / "jbb_benign_goals.tsv", newline="", encoding="utf-8") as fh:
-        texts += [row["goal"] for row in csv.DictReader(fh, delimiter="\t")]
+    from guard.datasets.xstest import prompt_traces
+
+    texts = [t.prompt for t in prompt_traces(root) if not t.unsafe]
+    texts += [r.text for r in benign_requests(root) if r.source == "jbb_benign"]
     return list(dict.fromkeys(texts))
 
 
