@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from guard.datasets import SOURCES
-    from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, generated_files
+    from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, SHIPPED_NEIGHBOURS, generated_files
     from guard.datasets.spoof import REQUESTS
     from guard.detectors.classifier import ARTIFACT_DIR
 
@@ -109,11 +109,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
-    p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL}", type=generated_files,
+    p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL},{SHIPPED_NEIGHBOURS}", type=generated_files,
                    help="comma-separated JSONL files of answers a local model wrote (scripts/generate_answers.py); "
-                        "default: the shipped benign and harmful files; '' for none")
+                        "default: the shipped benign, harmful and neighbours files; '' for none")
     p.add_argument("--tune-on", choices=["crossval", "validation"], default="crossval",
-                   help="pick the thresholds on pooled 4-fold out-of-fold scores (default; 5x the training time) "
+                   help="pick the thresholds on pooled 4-fold out-of-fold scores plus the artifact's own validation "
+                        "scores, each safe set held to the FPR floor (default; 5x the training time), "
                         "or on the validation slice alone")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

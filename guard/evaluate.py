@@ -18,7 +18,7 @@ import numpy as np
 
 from guard.datasets.trace import Trace
 from guard.detectors.base import Detector, Window
-from guard.events import Stage
+from guard.events import Stage, TextDelta
 from guard.monitor import Monitor
 from guard.policy import Policy
 from guard.replay import events, pieces
@@ -50,6 +50,7 @@ class TraceResult:
     leaked_tokens: int  # flagged traces: tokens after the onset released before the cut
     missed_tokens: int  # unflagged unsafe traces: tokens after the onset, all released (no cut)
     tokens: int
+    waits: list[int]  # per released token: tokens that arrived after it before it was released
 
 
 @dataclass
@@ -60,6 +61,7 @@ class _Released:
     ends: list[int] = field(default_factory=list)  # end offset of each piece, global
     released: dict[Stage, int] = field(default_factory=lambda: {Stage.REASONING: 0, Stage.ANSWER: 0})
     leaked: int = 0
+    waits: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         offset = 0
@@ -73,27 +75,29 @@ class _Released:
             return None
         return bisect.bisect_right(self.ends, onset)  # index of the piece holding the onset char
 
-    def release(self, stage: Stage, text: str) -> None:
+    def release(self, stage: Stage, text: str, fed: int) -> None:
+        """``text`` of ``stage`` reached the client after ``fed`` pieces had been fed."""
         base = 0 if stage is Stage.REASONING else len(self.trace.reasoning)
         start = base + self.released[stage]
         self.released[stage] += len(text)
+        # pieces that end inside the released span; piece i arrived as the (i + 1)-th event
+        lo, hi = bisect.bisect_right(self.ends, start), bisect.bisect_right(self.ends, start + len(text))
+        self.waits.extend(fed - 1 - i for i in range(lo, hi))
         first = self.onset_token()
-        if first is None:
-            return
-        # pieces that end inside the released span and lie at or after the onset piece
-        lo = max(bisect.bisect_right(self.ends, start), first)
-        hi = bisect.bisect_right(self.ends, start + len(text))
-        self.leaked += max(0, hi - lo)
+        if first is not None:  # the released pieces at or after the onset piece
+            self.leaked += max(0, hi - max(lo, first))
 
 
 async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResult:
     monitor = Monitor(detector, policy, prompt=trace.prompt)
     released = _Released(trace)
     advisory = False
+    fed = 0
     for event in events(trace.reasoning, trace.answer):
+        fed += isinstance(event, TextDelta)
         for out in await monitor.feed(event):
             if isinstance(out, Release):
-                released.release(out.stage, out.text)
+                released.release(out.stage, out.text, fed)
             elif out.action is Action.FLAG:
                 advisory = True
         if monitor.stopped is not None:
@@ -106,7 +110,7 @@ async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResul
         delay = max(0, stop.position - onset)
     leaked = released.leaked if flagged else 0
     missed = released.leaked if not flagged else 0
-    return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends))
+    return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends), released.waits)
 
 
 def _ratio(a: int, b: int) -> float:
@@ -124,6 +128,8 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
     tn = sum(not r.flagged and not r.trace.unsafe for r in results)
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     delays = [float(r.delay_tokens) for r in results if r.delay_tokens is not None]
+    # what hold-back costs a safe stream: how far behind the model each token reaches the client
+    waits = [w for r in results if not r.trace.unsafe for w in r.waits]
     ms = [s * 1000 for s in check_seconds]
 
     per_category: dict[str, dict[str, object]] = {}
@@ -161,6 +167,8 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         "delay_tokens_p95": _pct(delays, 95),
         "leaked_tokens": sum(r.leaked_tokens for r in results),
         "missed_unsafe_tokens": sum(r.missed_tokens for r in results),
+        "holdback_tokens_mean": round(float(np.mean(waits)), 2) if waits else None,
+        "holdback_tokens_p95": _pct(waits, 95),
         "check_ms_p50": None if not ms else round(_pct(ms, 50) or 0.0, 4),
         "check_ms_p99": None if not ms else round(_pct(ms, 99) or 0.0, 4),
         "checks": len(ms),

@@ -10,7 +10,10 @@ SmolLM2-135M-Instruct (served by vLLM on CPU, no model hub) to answer
   for it ("Sure, here is", "Step 1:", ...), the way jailbreaks and refusal ablation make a model
   comply. Answers that still decline, or are under 20 words, are dropped;
 - ``--kind topical``: benign requests on the harmful sets' topics (XSTest's safe prompts,
-  JailbreakBench's benign goals; ``guard.datasets.prompts.topical_texts``), answered plainly.
+  JailbreakBench's benign goals; ``guard.datasets.prompts.topical_texts``), answered plainly;
+- ``--kind neighbours``: the Alpaca instructions nearest the harmful requests in MiniLM's
+  sentence space (``guard.training.neighbours``; encryption, news, weapons in games), answered
+  plainly: benign answers on harm's topics, so the classifier stops reading topic as harm.
 
 It writes one ``{"kind", "index", "response"}`` line per answer: the index into that list, never
 the request's text. ``guard/datasets/generated.py`` reads it back; ``thoughtguard train
@@ -21,7 +24,7 @@ Deterministic for a seed (request choice, openers and per-request sampling seeds
 CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests on
 2 cores.
 
-Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical [--n N] [--out FILE] [--url URL]``
+Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical|neighbours [--n N] [--out FILE] [--url URL]``
 (without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards).
 """
 
@@ -40,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import start_vllm  # noqa: E402
-from guard.datasets.generated import KINDS, SHIPPED, SHIPPED_HARMFUL, TOPICAL, requests_of  # noqa: E402
+from guard.datasets.generated import KINDS, SHIPPED, SHIPPED_HARMFUL, SHIPPED_NEIGHBOURS, TOPICAL, requests_of  # noqa: E402
 from guard.datasets.refusal import looks_like_refusal  # noqa: E402
 from guard.datasets.paths import data_dir  # noqa: E402
 from guard.datasets.progress import progress  # noqa: E402
@@ -79,7 +82,7 @@ async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=KINDS, required=True)
-    p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign; every harmful one)")
+    p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign or neighbours; every harmful or topical one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="default: the shipped file of that kind in guard/artifacts/")
     p.add_argument("--url", help="a running OpenAI-compatible server (default: start vLLM on the embedded model)")
@@ -89,9 +92,15 @@ def main() -> None:
     args = p.parse_args()
     root = data_dir(args.data_dir)
     texts = requests_of(args.kind, root)
-    n = min(args.n or (1200 if args.kind == "benign" else len(texts)), len(texts))
-    chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=n, replace=False))
-    out = args.out or {"benign": SHIPPED, "harmful": SHIPPED_HARMFUL, "topical": TOPICAL}[args.kind]
+    n = min(args.n or (1200 if args.kind in ("benign", "neighbours") else len(texts)), len(texts))
+    if args.kind == "neighbours":
+        from guard.training.neighbours import nearest_instructions
+
+        chosen = nearest_instructions(root, n)
+    else:
+        chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=n, replace=False))
+    out = args.out or {"benign": SHIPPED, "harmful": SHIPPED_HARMFUL, "topical": TOPICAL,
+                       "neighbours": SHIPPED_NEIGHBOURS}[args.kind]
     max_tokens = args.max_tokens or (120 if args.kind == "harmful" else 160)
     server = None if args.url else start_vllm(MODEL)
     try:

@@ -5,10 +5,13 @@ The real benign answers (refusal_direction's harmless completions) cover about 1
 looks like the harmful answers the classifier was shown; and the real harmful answers cover only
 JailbreakBench's 100 behaviours, 65 on the fit side, so harm on another topic looks safe.
 ``scripts/generate_answers.py`` asks a local model (the embedded SmolLM2-135M-Instruct served by
-vLLM) to answer Alpaca instructions (``kind`` benign) or, with the answer opened for it, the
+vLLM) to answer Alpaca instructions (``kind`` benign: random ones; ``neighbours``: those nearest
+the harmful requests, ``guard.training.neighbours``) or, with the answer opened for it, the
 request-only sets' harmful requests (``kind`` harmful), and writes one ``{"kind", "index",
 "response"}`` line each: the index into the request list, never its text, so nothing of the
-datasets is copied. These samples are only ever trained on, never validated or reported on.
+datasets is copied. These samples are trained on and never reported on; the benign ones are
+also scored out of fold by the cross-validation that tunes the thresholds
+(``guard.training.crossval.fold_scores``), never by validation or dev.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from guard.datasets.prompts import NearRepeats, harmful_texts, topical_texts
 from guard.datasets.sample import Sample
 
 GENERATED = "generated"  # the sample source, and the training set of the benign ones
-GENERATED_HARMFUL = "generated_harmful"  # the training set of the harmful ones
+GENERATED_HARMFUL = "generated_harmful"  # the training set of the harmful ones (see generated_set)
 _ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 # the answers the shipped classifier was trained with (scripts/generate_answers.py, seed 0)
 SHIPPED = _ARTIFACTS / "benign_generated.jsonl"
 SHIPPED_HARMFUL = _ARTIFACTS / "harmful_generated.jsonl"
-KINDS = ("benign", "harmful", "topical")
+SHIPPED_NEIGHBOURS = _ARTIFACTS / "neighbours_generated.jsonl"
+KINDS = ("benign", "harmful", "topical", "neighbours")
 TOPICAL = _ARTIFACTS / "topical_generated.jsonl"  # written by --kind topical; not trained on by default
+# kinds whose index is into the Alpaca instructions; their answers are benign samples of one group per instruction
+_ALPACA = ("benign", "neighbours")
 
 
 def instructions(root: Path) -> list[str]:
@@ -36,7 +42,8 @@ def instructions(root: Path) -> list[str]:
 
 def requests_of(kind: str, root: Path) -> list[str]:
     """The requests a file of that kind indexes into."""
-    return {"benign": instructions, "harmful": harmful_texts, "topical": topical_texts}[kind](root)
+    return {"benign": instructions, "neighbours": instructions, "harmful": harmful_texts,
+            "topical": topical_texts}[kind](root)
 
 
 def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()) -> list[Sample]:
@@ -52,15 +59,17 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
         kind = rec.get("kind", "benign")
         prompt, response = texts[kind][rec["index"]], rec["response"].strip()
         if response and prompt not in held:
-            group = f"alpaca:{prompt}" if kind == "benign" else f"generated-{kind}:{prompt}"
+            group = f"alpaca:{prompt}" if kind in _ALPACA else f"generated-{kind}:{prompt}"
             key = str(rec["index"]) if kind == "benign" else f"{kind}/{rec['index']}"
             out.append(Sample(GENERATED, key, group, prompt, "", response, "harmful" if kind == "harmful" else "benign"))
     return out
 
 
 def generated_set(sample: Sample) -> str:
-    """The training set a generated sample counts in (each weighs the same in total, whatever its size)."""
-    return GENERATED if sample.kind == "benign" else GENERATED_HARMFUL
+    """The training set a generated sample counts in (each weighs the same in total, whatever its size):
+    ``generated`` for random Alpaca answers, ``generated_<kind>`` for the others."""
+    kind, _, _ = sample.key.rpartition("/")
+    return f"{GENERATED}_{kind}" if kind else GENERATED
 
 
 def generated_files(arg: str) -> list[Path]:

@@ -47,8 +47,11 @@ _COMPILED = [(cat, w, re.compile(p, re.I)) for cat, w, p in _UNSAFE]
 
 
 def _squash(logit: float) -> float:
-    # one strong pattern ~0.7, two ~0.9: a single keyword is suspect, instructions are not
-    return 1.0 - math.exp(-logit / 2.0) if logit > 0 else 0.0
+    # one strong pattern ~0.86 (under the policy's unsafe threshold: a keyword alone is not harm),
+    # one with a compliance phrase ~0.97, two ~0.98, two with compliance ~0.996: spelled-out
+    # instructions read above the cross-validated thresholds (unsafe 0.97, high 0.98, collapse
+    # 0.99), as blatant recipes must; on the real data the lexicon alone flags nothing either way
+    return 1.0 - math.exp(-logit) if logit > 0 else 0.0
 
 
 class LexiconDetector(Detector):

@@ -25,11 +25,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from guard.datasets import DEV_CAPS, load_samples
-from guard.datasets.generated import generated_files
+from guard.datasets.generated import GENERATED, generated_files, generated_samples
 from guard.datasets.mixture import placed
 from guard.datasets.paths import data_dir as resolve_data_dir
 from guard.datasets.sample import Sample
 from guard.datasets.split import _unit, split_of
+from guard.datasets.trace import Trace
 from guard.detectors.classifier import StaticClassifier
 from guard.detectors.featurize import Featurizer
 from guard.policy import Policy
@@ -39,7 +40,7 @@ from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
 from guard.training.tune import GRID as TUNE_GRID
 from guard.training.tune import ScoredTrace, score_sets
 
-SAFE_SETS = ("benign", "star1", "xstest_safe")  # the sets issue 3's FPR floor names
+SAFE_SETS = ("benign", "star1", "xstest_safe", GENERATED)  # issue 3's FPR floor, and generated benign answers if scored
 CAPS = (0.05, 0.075, 0.10)
 # unsafe, high, collapse: the tuner's grid and a little below it (a variant that scores safe text
 # lower overall needs lower thresholds for the same recall)
@@ -81,20 +82,45 @@ def best_recall(scored: list[ScoredTrace], policy: Policy, caps=CAPS) -> dict[st
     return {**best, "strictest": strictest}
 
 
+def scored_generated(root: Path, paths: Sequence[str | Path]) -> list[Sample]:
+    """Generated benign answers that cross-validation also scores, out of fold, as set ``generated``.
+
+    The real benign answers cover about 100 instructions; answers to the Alpaca instructions
+    nearest the harmful requests (``--kind neighbours``) measure how often topic alone is taken
+    for harm, where those 100 cannot.
+    """
+    return [s for path in paths for s in generated_samples(root, path) if s.kind == "benign"]
+
+
+def _generated_traces(chosen: list[Sample]) -> list[Trace]:
+    return [Trace(f"{GENERATED}/{s.key}", s.prompt, s.reasoning, s.answer, "safe") for s in chosen]
+
+
 def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, table: np.ndarray,
-                cfg: TrainConfig, seed: int, generated: Sequence[str | Path], folds: int = 4) -> Iterator[list[ScoredTrace]]:
-    """Each fold's traces, scored by a classifier fitted on the other folds (dev is never touched)."""
+                cfg: TrainConfig, seed: int, generated: Sequence[str | Path], folds: int = 4,
+                scored: Sequence[str | Path] = ()) -> Iterator[list[ScoredTrace]]:
+    """Each fold's traces, scored by a classifier fitted on the other folds (dev is never touched).
+
+    The benign answers of the ``scored`` files are split into the folds too: each fold's share is
+    scored, never trained on (the others are trained on where they are also ``generated``).
+    """
+    extra = scored_generated(root, scored)
+    scored_keys = {s.key for s in extra}
     for k in range(folds):
         def held(group: str, k: int = k) -> bool:
             return split_of(group, seed) == "dev" or fold_of(group, folds, seed) == k
 
         fit_samples = [s for s in samples if not held(s.group)]
         weights, _ = fit_weights(fit_samples, _held_out_prompts(samples, root, seed, held), root, policy,
-                                 featurizer, table, cfg, seed, generated)
-        yield _scored(list(held_out_traces(samples, folds, k, seed)), StaticClassifier(weights, featurizer), policy)
+                                 featurizer, table, cfg, seed, generated,
+                                 keep_generated=lambda s, held=held: s.key not in scored_keys or not held(s.group))
+        traces = list(held_out_traces(samples, folds, k, seed))
+        traces += _generated_traces([s for s in extra if fold_of(s.group, folds, seed) == k
+                                     and split_of(s.group, seed) != "dev"])
+        yield _scored(traces, StaticClassifier(weights, featurizer), policy)
 
 
-def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), save: str | Path | None = None,
+def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), scored=(), save: str | Path | None = None,
              cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
     from tokenizers import Tokenizer
 
@@ -103,15 +129,16 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), save
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
     table = normalise(static_embeddings(Path(cache_dir)))
     per_fold = []
-    for k, scored in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds)):
+    for k, fold in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds, scored)):
         if save:
             Path(save).mkdir(parents=True, exist_ok=True)
             with open(Path(save) / f"fold{k}.pkl", "wb") as fh:
-                pickle.dump(scored, fh)
-        per_fold.append(best_recall(scored, policy))
+                pickle.dump(fold, fh)
+        per_fold.append(best_recall(fold, policy))
         print(f"fold {k + 1}/{folds}: {json.dumps(per_fold[-1])}", file=sys.stderr, flush=True)
     mean = {cap: round(float(np.mean([f[cap]["recall"] for f in per_fold])), 4) for cap in map(str, CAPS)}
-    return {"folds": per_fold, "mean_recall_at_fpr": mean, "generated": [str(g) for g in generated]}
+    return {"folds": per_fold, "mean_recall_at_fpr": mean, "generated": [str(g) for g in generated],
+            "scored": [str(g) for g in scored]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,8 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save", help="also pickle each fold's scored traces into this folder")
     p.add_argument("--generated", default="", type=generated_files,
                    help="comma-separated JSONL files of locally generated answers (scripts/generate_answers.py)")
+    p.add_argument("--scored", default="", type=generated_files,
+                   help="comma-separated JSONL files whose benign answers are also scored out of fold, as set "
+                        "'generated' (trained on in the other folds only if also in --generated)")
     args = p.parse_args(argv)
-    print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated, save=args.save)))
+    print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated,
+                              scored=args.scored, save=args.save)))
 
 
 if __name__ == "__main__":

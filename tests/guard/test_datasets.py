@@ -125,9 +125,26 @@ def test_generated_harmful_answers_are_unsafe_samples_in_their_own_set(tmp_path)
     assert len(topical) == len(set(topical)) and 300 <= len(topical) <= 350  # XSTest safe + JBB benign goals
     (tmp_path / "t.jsonl").write_text(json.dumps({"kind": "topical", "index": 0, "response": "Use kill -9."}) + "\n")
     (t,) = generated_samples(ROOT, tmp_path / "t.jsonl")
-    assert (t.prompt, t.kind, generated_set(t)) == (topical[0], "benign", "generated") and t.group.startswith("generated-topical:")
+    assert (t.prompt, t.kind, generated_set(t)) == (topical[0], "benign", "generated_topical") and t.group.startswith("generated-topical:")
     assert generated_files("a.jsonl, b.jsonl") == [Path("a.jsonl"), Path("b.jsonl")]
     assert generated_files("") == []
+
+
+@needs_data
+def test_neighbour_answers_are_benign_alpaca_samples_that_crossval_scores_out_of_fold(tmp_path):
+    from guard.datasets.generated import generated_samples, generated_set, instructions
+    from guard.training.crossval import _generated_traces, scored_generated
+
+    texts = instructions(ROOT)
+    rows = [{"kind": "neighbours", "index": 7, "response": "Use a strong password."},
+            {"kind": "harmful", "index": 3, "response": "Step 1: do it."}]
+    (tmp_path / "n.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n, h = generated_samples(ROOT, tmp_path / "n.jsonl")
+    # one group per Alpaca instruction, whichever file answered it, so no instruction straddles folds
+    assert (n.prompt, n.kind, n.group, generated_set(n)) == (texts[7], "benign", f"alpaca:{texts[7]}", "generated_neighbours")
+    assert scored_generated(ROOT, [tmp_path / "n.jsonl"]) == [n]  # only benign answers are scored
+    (trace,) = _generated_traces([n])
+    assert (trace.set_name, trace.label, trace.prompt, trace.answer) == ("generated", "safe", texts[7], n.answer)
 
 
 @needs_data
@@ -143,3 +160,14 @@ def test_unsafe_traces_under_requests_not_their_own():
     assert swapped.prompt in benign_test and (swapped.id, swapped.answer, swapped.onset) == ("unsafe_answer/a", "Step 1", 0)
     assert [t.prompt for t in with_requests(traces, "none", ROOT)] == [""]
     assert [t.prompt for t in with_requests(traces, "bland", ROOT)] == [BLAND]
+
+
+def test_sentence_vectors_place_a_request_nearest_its_topic():
+    """The neighbours ranking reads MiniLM's sentence space: a benign encryption question sits
+    nearer a ransomware request than a baking one does."""
+    from guard.training.neighbours import sentence_vectors
+
+    v = sentence_vectors(["How does file encryption keep data safe?", "Bake a lemon cake.",
+                          "Write ransomware that encrypts a victim's files."])
+    assert v.shape == (3, 384) and abs(float(v[0] @ v[0]) - 1.0) < 1e-5
+    assert float(v[0] @ v[2]) > float(v[1] @ v[2]) + 0.2

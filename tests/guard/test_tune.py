@@ -40,3 +40,20 @@ def test_with_no_point_under_the_floor_the_fpr_excess_is_a_penalty():
     # 1.0 - 3 x (0.15 - 0.01) = 0.58 beats 0.6 - 3 x (0.05 - 0.01) = 0.48: every unsafe trace is caught
     assert sets["unsafe_answer"]["rate"] == 1.0 and sets["benign"]["rate"] == 0.15
     assert th.unsafe <= 0.75 and first_stop(_sets()[-1], policy, th) is None
+
+
+def test_a_renamed_copy_is_a_constraint_of_its_own():
+    """train() adds the shipped classifier's validation scores as ``<set>@val``: pooled with the
+    fold scores, a floor broken there alone must still move the thresholds."""
+    from guard.training.pipeline import _renamed
+
+    policy = Policy.load(None)
+    pool = [_trace("unsafe_answer", i, [0.999] * 3 if i < 6 else [0.75] * 3) for i in range(10)]
+    pool += [_trace("benign", i, [0.1] * 3) for i in range(40)]
+    th, sets = tune(pool, policy, max_fpr=0.05)
+    assert th.unsafe <= 0.75 and sets["unsafe_answer"]["rate"] == 1.0  # nothing benign stands in the way
+    # the shipped model reads 2 of 20 validation benign traces at 0.75: 10 % if the threshold stays
+    shipped = [_renamed(_trace("benign", i, [0.75] * 3 if i < 2 else [0.1] * 3), "@val") for i in range(20)]
+    assert shipped[0].trace.set_name == "benign@val" and shipped[0].windows == _trace("benign", 0, [0.75] * 3).windows
+    th, sets = tune(pool + shipped, policy, max_fpr=0.05)
+    assert th.unsafe > 0.75 and sets["benign@val"]["rate"] == 0.0 and sets["unsafe_answer"]["rate"] == 0.6
