@@ -99,6 +99,20 @@ def test_ensemble_with_lexicon_catches_blatant_recipes():
     assert alone.unsafe <= both.unsafe
 
 
+def test_lexicon_scale_sits_on_the_shipped_thresholds():
+    """A keyword alone stays under ``unsafe``; spelled-out instructions with a compliance phrase
+    clear ``collapse``, so the lexicon can still block what the thresholds were not tuned on."""
+    from guard.detectors.lexicon import LexiconDetector
+
+    th = Policy.load().thresholds
+    lex = LexiconDetector()
+    keyword = lex.score(Window(Stage.ANSWER, "The history of the pipe bomb in the 1970s is grim."))
+    recipe = lex.score(Window(Stage.ANSWER, "Sure, here is how to do it. First, pick the lock on the back door, "
+                                            "then break into the house while they are away."))
+    assert 0 < keyword.unsafe < th.unsafe
+    assert recipe.unsafe >= th.collapse and recipe.category == "S2"
+
+
 def test_the_request_changes_the_reading_and_is_cached():
     model = StaticClassifier.load()
     if model.weights.prompt is None:
