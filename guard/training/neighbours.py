@@ -12,7 +12,6 @@ torch and transformers are imported here only (training side).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,15 @@ import numpy as np
 from guard.datasets.generated import instructions
 from guard.datasets.progress import progress
 from guard.datasets.prompts import harmful_texts
-from guard.training.distil import model_dir
+from guard.training.distil import encoder, model_dir
 
 
 def sentence_vectors(texts: list[str], *, batch: int = 256) -> np.ndarray:
     """(len(texts), 384) unit vectors: MiniLM mean-pooled over real tokens."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from tokenizers import Tokenizer
-    from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(model_dir())).eval()
+    model = encoder()
     tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
     tok.enable_truncation(128)
     tok.enable_padding()

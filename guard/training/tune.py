@@ -1,7 +1,7 @@
 """Pick policy thresholds on train-side traces by simulating the monitor's decisions.
 
 Window scores do not depend on thresholds (the monitor forms the same windows whatever it
-decides, up to the cut), so each validation trace is scored once and the debounce rules are
+decides, up to the cut), so each tuning trace is scored once and the debounce rules are
 replayed for every candidate. The chosen point is then re-checked with the real evaluator.
 """
 
