@@ -6,9 +6,11 @@ one-hidden-layer head with three outputs: the probability that the window carrie
 content, the probability that it recognises harm and declines (the self-flag signal), and the
 MLCommons hazard category. The request that started the stream is read the same way through
 its own small layer and mixed into the hidden layer, so the head judges the text *as an answer
-to that request*; the request's reading is computed once per request and cached. The first
-layers are linear, so they are folded into token tables offline (mean(E[ids]) @ W1 ==
-mean((E @ W1)[ids])): serving gathers ``hidden``-wide rows and never touches the 384-d vectors.
+to that request*; the request's reading is computed once per request and cached. A max-pooled
+pathway adds each column's maximum over the window's projected tokens, so one telling word is
+not averaged away in a long window. The first layers are linear, so they are folded into token
+tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids]), and the projection before the
+maximum likewise): serving gathers narrow rows and never touches the 384-d vectors.
 Weights ship in ``guard/artifacts/`` as int8 with per-row scales; ``guard.training`` rebuilds
 them.
 """
@@ -42,6 +44,7 @@ class Weights:
     categories: tuple[str, ...]
     max_tokens: int = 128
     prompt: "PromptWeights | None" = None
+    peak: "PeakWeights | None" = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ class PromptWeights:
     mix: np.ndarray  # (prompt_hidden, hidden)
     harm: np.ndarray  # (prompt_hidden, 1): "is this request harmful", a logit
     harm_bias: np.ndarray
+
+
+@dataclass(frozen=True)
+class PeakWeights:
+    """The max-pooled pathway: one salient word must count however long the window around it is."""
+
+    table: np.ndarray  # (vocab, peak_width): token vectors through their own projection, bias included
+    mix: np.ndarray  # (peak_width, hidden): the window's per-column maximum into the hidden layer
 
 
 def _quantise(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +83,9 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
         pq, ps = _quantise(pw.table)
         extra = {"prompt_table_q": pq, "prompt_table_s": ps, "prompt_b": pw.bias, "prompt_mix": pw.mix,
                  "prompt_harm": pw.harm, "prompt_harm_b": pw.harm_bias}
+    if weights.peak is not None:
+        kq, ks = _quantise(weights.peak.table)
+        extra |= {"peak_table_q": kq, "peak_table_s": ks, "peak_mix": weights.peak.mix}
     path = directory / WEIGHTS_FILE
     np.savez_compressed(
         path,
@@ -95,6 +109,9 @@ def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
                 table=z["prompt_table_q"].astype(np.float32) * z["prompt_table_s"][:, None],
                 bias=z["prompt_b"], mix=z["prompt_mix"], harm=z["prompt_harm"], harm_bias=z["prompt_harm_b"],
             )
+        peak = None
+        if "peak_table_q" in z:
+            peak = PeakWeights(table=z["peak_table_q"].astype(np.float32) * z["peak_table_s"][:, None], mix=z["peak_mix"])
         weights = Weights(
             table=z["table_q"].astype(np.float32) * z["table_s"][:, None],
             b1=z["b1"],
@@ -103,6 +120,7 @@ def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
             categories=tuple(meta["categories"]),
             max_tokens=int(meta["max_tokens"]),
             prompt=prompt,
+            peak=peak,
         )
     return weights, meta
 
@@ -161,6 +179,8 @@ class StaticClassifier:
     def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> np.ndarray:
         w = self.weights
         pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
+        if w.peak is not None:
+            pre += np.stack([w.peak.table[ids].max(axis=0) for ids in token_ids]) @ w.peak.mix
         for i, prompt in enumerate(prompts or ()):
             request = self._request(prompt)
             if request is not None:

@@ -6,8 +6,11 @@ and the same for the request that started the stream. The request goes through i
 layer (``prompt_hidden`` wide), which an auxiliary head also trains on thousands of labelled
 requests, and is mixed into the window's hidden layer: harm is compliance *with a harmful
 request*, which the window alone often cannot tell (a recipe, a persuasive essay).
-Heads: unsafe, refusal, hazard category. Because every mean is taken before a linear layer,
-:func:`fold` moves both first layers into token tables.
+A third, max-pooled pathway projects each token on its own (``peak_width`` columns) and keeps
+each column's maximum over the window: a mean dilutes one telling word in 120 tokens of
+filler, a maximum does not. Heads: unsafe, refusal, hazard category. Because every mean is
+taken before a linear layer, and the maximum after one, :func:`fold` moves all three first
+layers into token tables.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class TrainConfig:
     category_weight: float = 0.5
     prompt_hidden: int = 64
     prompt_weight: float = 0.5  # the auxiliary request-harm loss
+    # the max-pooled pathway: each token through its own learned projection, the window's
+    # feature is the maximum over its tokens. Off (0) by default: 64 wide overfitted on
+    # validation (guard/artifacts/README.md, "Tried and not kept")
+    peak_width: int = 0
     threads: int = 2
 
 
@@ -57,6 +64,14 @@ def pooled(table: np.ndarray, token_ids: list[np.ndarray], chunk: int = 4096) ->
     return np.concatenate(out)
 
 
+def padded(token_ids: list[np.ndarray], length: int) -> np.ndarray:
+    """(windows, length) int32 token ids, -1 after each window's end."""
+    out = np.full((len(token_ids), length), -1, dtype=np.int32)
+    for i, ids in enumerate(token_ids):
+        out[i, : len(ids)] = ids[:length]
+    return out
+
+
 def fit(
     x: np.ndarray,
     xp: np.ndarray,  # pooled request of each window; zeros where the window has none
@@ -68,6 +83,8 @@ def fit(
     cfg: TrainConfig,
     *,
     seed: int = 0,
+    tokens: np.ndarray | None = None,  # (windows, max_tokens) from :func:`padded`, for the peak pathway
+    table: np.ndarray | None = None,  # the frozen token vectors the peak pathway projects
 ) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
@@ -81,6 +98,18 @@ def fit(
     out, prompt_head = nn.Linear(cfg.hidden, 2 + len(S_CODES)), nn.Linear(cfg.prompt_hidden, 1)
     drop = nn.Dropout(cfg.dropout)
     modules = nn.ModuleList([text_in, prompt_in, mix, out, prompt_head])
+    peak = cfg.peak_width > 0 and tokens is not None and table is not None
+    if peak:
+        peak_in, peak_mix = nn.Linear(d, cfg.peak_width), nn.Linear(cfg.peak_width, cfg.hidden, bias=False)
+        modules.extend([peak_in, peak_mix])
+        TOK, TABLE = torch.from_numpy(tokens), torch.from_numpy(table)
+
+    def peak_feature(idx: torch.Tensor) -> torch.Tensor:
+        # project only the distinct tokens of the batch, then take each window's maximum
+        tok = TOK[idx].long()
+        distinct, where = torch.unique(tok, return_inverse=True)
+        z = peak_in(TABLE[distinct.clamp(min=0)])[where]
+        return z.masked_fill((tok < 0).unsqueeze(-1), float("-inf")).amax(dim=1)
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def prompt_hidden(p: torch.Tensor) -> torch.Tensor:
@@ -100,7 +129,10 @@ def fit(
         modules.train()
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch):
-            hidden = torch.relu(text_in(drop(X[idx])) + mix(prompt_hidden(XP[idx])))
+            pre = text_in(drop(X[idx])) + mix(prompt_hidden(XP[idx]))
+            if peak:
+                pre = pre + peak_mix(drop(peak_feature(idx)))
+            hidden = torch.relu(pre)
             logits, wi = out(drop(hidden)), w[idx]
             loss = (F.binary_cross_entropy_with_logits(logits[:, 0], y_u[idx], reduction="none") * wi).mean()
             loss = loss + (F.binary_cross_entropy_with_logits(logits[:, 1], y_r[idx], reduction="none") * wi).mean()
@@ -122,13 +154,16 @@ def fit(
     def numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().numpy().copy()
 
-    return {
+    params = {
         "w1": numpy(text_in.weight).T, "b1": numpy(text_in.bias),
         "wp": numpy(prompt_in.weight).T, "bp": numpy(prompt_in.bias),
         "mix": numpy(mix.weight).T,
         "w2": numpy(out.weight).T, "b2": numpy(out.bias),
         "wq": numpy(prompt_head.weight).T, "bq": numpy(prompt_head.bias),
     }
+    if peak:
+        params |= {"wk": numpy(peak_in.weight).T, "bk": numpy(peak_in.bias), "kmix": numpy(peak_mix.weight).T}
+    return params
 
 
 def fold(table: np.ndarray, params: dict[str, np.ndarray], key: str = "w1") -> np.ndarray:

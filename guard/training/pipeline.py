@@ -37,6 +37,7 @@ from guard.datasets.prompts import requests
 from guard.detectors.classifier import (
     TOKENIZER_FILE,
     LearnedDetector,
+    PeakWeights,
     PromptWeights,
     StaticClassifier,
     Weights,
@@ -50,7 +51,7 @@ from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
 from guard.replay import pieces
 from guard.training.distil import static_embeddings, tokenizer_path
-from guard.training.model import TrainConfig, fit, fold, normalise, pooled
+from guard.training.model import TrainConfig, fit, fold, normalise, padded, pooled
 from guard.training.tune import ScoredTrace, ScoredWindow, tune, windows_of
 from guard.training.windows import windows, window_tokens
 
@@ -232,10 +233,12 @@ def fit_weights(
     _log(f"{len(reqs)} labelled requests ({sum(r.harmful for r in reqs)} harmful), held-out near-repeats removed")
     xp = _pooled_prompts(table, featurizer, prompt_texts)[prompt_of]
     req_x = _pooled_prompts(table, featurizer, [r.text for r in reqs])
-    params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed)
+    params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed,
+                 tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table)
     prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
+    peak = PeakWeights(fold(table, params, "wk") + params["bk"], params["kmix"]) if "wk" in params else None
     weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
-                      prompt_weights)
+                      prompt_weights, peak)
     return weights, len(ids)
 
 
