@@ -35,8 +35,8 @@ class TrainConfig:
     prompt_hidden: int = 64
     prompt_weight: float = 0.5  # the auxiliary request-harm loss
     # the max-pooled pathway: each token through its own learned projection, the window's
-    # feature is the maximum over its tokens. Off (0) by default: 64 wide overfitted on
-    # validation (guard/artifacts/README.md, "Tried and not kept")
+    # feature is the maximum over its tokens. Off (0) by default: not yet cross-validated;
+    # validation figures in guard/artifacts/README.md ("A max-pooled pathway")
     peak_width: int = 0
     threads: int = 2
 
