@@ -85,10 +85,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from guard.training import train
 
-    from guard.training.model import TrainConfig
+    from guard.training.model import config_from
 
     report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
-                   tune_on=args.tune_on, config=TrainConfig(peak_width=args.peak_width))
+                   tune_on=args.tune_on, config=config_from(args))
     if args.json:
         print(json.dumps(report))
         return 0
@@ -105,6 +105,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, SHIPPED_NEIGHBOURS, generated_files
     from guard.datasets.spoof import REQUESTS
     from guard.detectors.classifier import ARTIFACT_DIR
+    from guard.training.model import add_config_arguments
 
     p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
     p.add_argument("--data-dir", default=None, help="default: $THOUGHTGUARD_DATA_DIR or ../shared/data")
@@ -118,8 +119,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="pick the thresholds on pooled 4-fold out-of-fold scores plus the artifact's own validation "
                         "scores, each safe set held to the FPR floor (default; 5x the training time), "
                         "or on the validation slice alone")
-    p.add_argument("--peak-width", type=int, default=0,
-                   help="columns of the max-pooled pathway (0: off, the shipped recipe; training takes ~8x longer)")
+    add_config_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -8,9 +8,11 @@ MLCommons hazard category. The request that started the stream is read the same 
 its own small layer and mixed into the hidden layer, so the head judges the text *as an answer
 to that request*; the request's reading is computed once per request and cached. A max-pooled
 pathway adds each column's maximum over the window's projected tokens, so one telling word is
-not averaged away in a long window. The first layers are linear, so they are folded into token
-tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids]), and the projection before the
-maximum likewise): serving gathers narrow rows and never touches the 384-d vectors.
+not averaged away in a long window. A linear reading of the window's hashed token n-grams
+(``guard.detectors.ngrams``) can be blended into the unsafe logit, for the wording the means
+blur. Both are optional and off in the shipped artifact. The first layers are linear, so they
+are folded into token tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids]), and the
+projection before the maximum likewise): serving gathers narrow rows and never touches the 384-d vectors.
 Weights ship in ``guard/artifacts/`` as int8 with per-row scales; ``guard.training`` rebuilds
 them.
 """
@@ -27,6 +29,7 @@ from tokenizers import Tokenizer
 
 from guard.detectors.base import Detector, Window
 from guard.detectors.featurize import Featurizer
+from guard.detectors.ngrams import NgramWeights, blended
 from guard.events import Stage
 from guard.verdict import Detection
 
@@ -45,6 +48,7 @@ class Weights:
     max_tokens: int = 128
     prompt: "PromptWeights | None" = None
     peak: "PeakWeights | None" = None
+    ngram: NgramWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,10 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
     if weights.peak is not None:
         kq, ks = _quantise(weights.peak.table)
         extra |= {"peak_table_q": kq, "peak_table_s": ks, "peak_mix": weights.peak.mix}
+    if weights.ngram is not None:
+        ng = weights.ngram
+        info["ngram"] = {"bias": ng.bias, "vocab": ng.vocab, "blend": ng.blend}
+    ngram = {"ngram_w": weights.ngram.weights.astype(np.float16)} if weights.ngram is not None else {}
     path = directory / WEIGHTS_FILE
     np.savez_compressed(
         path,
@@ -96,6 +104,7 @@ def save_weights(weights: Weights, directory: Path, meta: dict[str, object]) -> 
         b2=weights.b2.astype(np.float32),
         meta=np.frombuffer(json.dumps(info).encode(), dtype=np.uint8),
         **{k: v.astype(np.float32) if v.dtype != np.int8 else v for k, v in extra.items()},
+        **ngram,
     )
     return path
 
@@ -112,6 +121,10 @@ def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
         peak = None
         if "peak_table_q" in z:
             peak = PeakWeights(table=z["peak_table_q"].astype(np.float32) * z["peak_table_s"][:, None], mix=z["peak_mix"])
+        ngram = None
+        if "ngram_w" in z:
+            ng = meta["ngram"]
+            ngram = NgramWeights(z["ngram_w"].astype(np.float32), float(ng["bias"]), int(ng["vocab"]), float(ng["blend"]))
         weights = Weights(
             table=z["table_q"].astype(np.float32) * z["table_s"][:, None],
             b1=z["b1"],
@@ -121,6 +134,7 @@ def load_weights(directory: Path) -> tuple[Weights, dict[str, object]]:
             max_tokens=int(meta["max_tokens"]),
             prompt=prompt,
             peak=peak,
+            ngram=ngram,
         )
     return weights, meta
 
@@ -185,7 +199,10 @@ class StaticClassifier:
             request = self._request(prompt)
             if request is not None:
                 pre[i] += request[1]
-        return np.maximum(pre, 0.0) @ w.w2 + w.b2
+        out = np.maximum(pre, 0.0) @ w.w2 + w.b2
+        if w.ngram is not None and w.ngram.blend:
+            out[:, 0] = blended(out[:, 0], w.ngram, token_ids)
+        return out
 
     def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None) -> list[Detection]:
         ids = [self.featurizer(texts[0])] if len(texts) == 1 else self.featurizer.batch(list(texts))

@@ -9,7 +9,7 @@ figure per fold is the tuner's question asked fairly of every variant: over the 
 the best mean recall of the unsafe sets with the benign, STAR-1 and XSTest flag rates all at
 or under a cap (5, 7.5 and 10 %).
 
-``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE] [--peak-width N]``
+``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE] [--peak-width N] [--ngram-blend A]``
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from guard.detectors.classifier import StaticClassifier
 from guard.detectors.featurize import Featurizer
 from guard.policy import Policy
 from guard.training.distil import static_embeddings, tokenizer_path
-from guard.training.model import TrainConfig, normalise
+from guard.training.model import TrainConfig, add_config_arguments, config_from, normalise
 from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
 from guard.training.tune import GRID as TUNE_GRID
 from guard.training.tune import ScoredTrace, score_sets
@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scored", default="", type=generated_files,
                    help="comma-separated JSONL files whose benign answers are also scored out of fold, as set "
                         "'generated' (trained on in the other folds only if also in --generated)")
-    p.add_argument("--peak-width", type=int, default=0, help="the variant's max-pooled pathway (as train --peak-width)")
+    add_config_arguments(p)
     args = p.parse_args(argv)
     print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated,
                               scored=args.scored, save=args.save,
-                              config=TrainConfig(peak_width=args.peak_width))))
+                              config=config_from(args))))
 
 
 if __name__ == "__main__":

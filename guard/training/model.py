@@ -38,7 +38,27 @@ class TrainConfig:
     # feature is the maximum over its tokens. Off (0) by default: not yet cross-validated;
     # validation figures in guard/artifacts/README.md ("A max-pooled pathway")
     peak_width: int = 0
+    # the hashed n-gram reading (guard.training.ngrams): its share of the unsafe logit. Off (0,
+    # fits none) by default: it lowered cross-validated recall (guard/artifacts/README.md,
+    # "A hashed n-gram reading")
+    ngram_blend: float = 0.0
+    ngram_epochs: int = 4
+    ngram_lr: float = 0.05
+    ngram_l2: float = 1e-6
     threads: int = 2
+
+
+def add_config_arguments(parser) -> None:
+    """The variant switches ``thoughtguard train`` and ``python -m guard.training.crossval`` share."""
+    base = TrainConfig()
+    parser.add_argument("--peak-width", type=int, default=base.peak_width,
+                        help="columns of the max-pooled pathway (0: off, the shipped recipe; training takes ~8x longer)")
+    parser.add_argument("--ngram-blend", type=float, default=base.ngram_blend,
+                        help="the hashed n-gram reading's share of the unsafe logit (0: none, the shipped recipe)")
+
+
+def config_from(args) -> TrainConfig:
+    return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend)
 
 
 def normalise(table: np.ndarray) -> np.ndarray:

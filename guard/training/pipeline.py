@@ -47,11 +47,13 @@ from guard.detectors.base import Window
 from guard.detectors.ensemble import Ensemble
 from guard.detectors.featurize import Featurizer
 from guard.detectors.lexicon import LexiconDetector
+from guard.detectors.ngrams import NgramWeights
 from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
 from guard.replay import pieces
 from guard.training.distil import static_embeddings, tokenizer_path
 from guard.training.model import TrainConfig, fit, fold, normalise, padded, pooled
+from guard.training.ngrams import fit_ngrams
 from guard.training.tune import ScoredTrace, ScoredWindow, tune, windows_of
 from guard.training.windows import windows, window_tokens
 
@@ -237,8 +239,13 @@ def fit_weights(
                  tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table)
     prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
     peak = PeakWeights(fold(table, params, "wk") + params["bk"], params["kmix"]) if "wk" in params else None
+    ngram = None
+    if cfg.ngram_blend:
+        ngram_w, ngram_b = fit_ngrams(ids, labels[0], labels[3], featurizer.vocab_size, epochs=cfg.ngram_epochs,
+                                      lr=cfg.ngram_lr, l2=cfg.ngram_l2, seed=seed, threads=cfg.threads)
+        ngram = NgramWeights(ngram_w, ngram_b, featurizer.vocab_size, cfg.ngram_blend)
     weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
-                      prompt_weights, peak)
+                      prompt_weights, peak, ngram)
     return weights, len(ids)
 
 
