@@ -7,6 +7,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,25 @@ def vllm_running(vllm_url: str) -> float:
 
 def wait_running_zero(vllm_url: str, within: float) -> float:
     """Seconds until vLLM reports no running request; raises if it takes longer than ``within``."""
+    return _wait_running(vllm_url, lambda n: n == 0, within, "still has running requests")
+
+
+def wait_running_some(vllm_url: str, within: float) -> float:
+    """Seconds until vLLM reports a running request.
+
+    vLLM's gauge is set from the scheduler's stats after a step, so the first streamed chunk can
+    reach a client before the gauge says the request runs; a single read right after it is racy.
+    """
+    return _wait_running(vllm_url, lambda n: n >= 1, within, "reports no running request")
+
+
+def _wait_running(vllm_url: str, done: Callable[[float], bool], within: float, failure: str) -> float:
     start = time.monotonic()
     while True:
-        if vllm_running(vllm_url) == 0:
+        if done(vllm_running(vllm_url)):
             return time.monotonic() - start
         if time.monotonic() - start > within:
-            raise AssertionError(f"vLLM still has running requests after {within}s")
+            raise AssertionError(f"vLLM {failure} after {within}s")
         time.sleep(0.05)
 
 

@@ -19,7 +19,7 @@ import openai
 import psutil
 import pytest
 
-from tests.support import ROOT, SMOLLM_MODEL, TINY_MODEL, free_port, vllm_generated, vllm_running, wait_running_zero
+from tests.support import ROOT, SMOLLM_MODEL, TINY_MODEL, free_port, vllm_generated, wait_running_some, wait_running_zero
 
 pytestmark = pytest.mark.vllm
 
@@ -98,6 +98,6 @@ def _client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, name: st
             lines = resp.iter_lines()
             for _ in range(6):
                 next(lines)
-            assert vllm_running(vllm_url) >= 1
+            wait_running_some(vllm_url, within=10.0)
     wait_running_zero(vllm_url, within=5.0)
     assert vllm_generated(vllm_url) - generated < max_tokens // 4
