@@ -98,11 +98,12 @@ def _generated_traces(chosen: list[Sample]) -> list[Trace]:
 
 def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, table: np.ndarray,
                 cfg: TrainConfig, seed: int, generated: Sequence[str | Path], folds: int = 4,
-                scored: Sequence[str | Path] = ()) -> Iterator[list[ScoredTrace]]:
+                scored: Sequence[str | Path] = (), fit_seed: int | None = None) -> Iterator[list[ScoredTrace]]:
     """Each fold's traces, scored by a classifier fitted on the other folds (dev is never touched).
 
     The benign answers of the ``scored`` files are split into the folds too: each fold's share is
     scored, never trained on (the others are trained on where they are also ``generated``).
+    ``fit_seed`` (default ``seed``) seeds the fit alone, so that two fits differ on the same folds.
     """
     extra = scored_generated(root, scored)
     scored_keys = {s.key for s in extra}
@@ -112,7 +113,7 @@ def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: F
 
         fit_samples = [s for s in samples if not held(s.group)]
         weights, _ = fit_weights(fit_samples, _held_out_prompts(samples, root, seed, held), root, policy,
-                                 featurizer, table, cfg, seed, generated,
+                                 featurizer, table, cfg, seed if fit_seed is None else fit_seed, generated,
                                  keep_generated=lambda s, held=held: s.key not in scored_keys or not held(s.group))
         traces = list(held_out_traces(samples, folds, k, seed))
         traces += _generated_traces([s for s in extra if fold_of(s.group, folds, seed) == k
@@ -120,7 +121,8 @@ def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: F
         yield _scored(traces, StaticClassifier(weights, featurizer), policy)
 
 
-def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), scored=(), save: str | Path | None = None,
+def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, fit_seed: int | None = None, generated=(), scored=(),
+             save: str | Path | None = None,
              cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
     from tokenizers import Tokenizer
 
@@ -129,7 +131,8 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, generated=(), scor
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
     table = normalise(static_embeddings(Path(cache_dir)))
     per_fold = []
-    for k, fold in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds, scored)):
+    for k, fold in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds, scored,
+                                               fit_seed)):
         if save:
             Path(save).mkdir(parents=True, exist_ok=True)
             with open(Path(save) / f"fold{k}.pkl", "wb") as fh:
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
     p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the folds (and the fit, unless --fit-seed)")
+    p.add_argument("--fit-seed", type=int, help="seeds the fit alone: the same folds, another fit")
     p.add_argument("--save", help="also pickle each fold's scored traces into this folder")
     p.add_argument("--generated", default="", type=generated_files,
                    help="comma-separated JSONL files of locally generated answers (scripts/generate_answers.py)")
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                         "'generated' (trained on in the other folds only if also in --generated)")
     add_config_arguments(p)
     args = p.parse_args(argv)
-    print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, generated=args.generated,
-                              scored=args.scored, save=args.save,
+    print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, fit_seed=args.fit_seed,
+                              generated=args.generated, scored=args.scored, save=args.save,
                               config=config_from(args))))
 
 

@@ -46,6 +46,9 @@ class TrainConfig:
     ngram_lr: float = 0.05
     ngram_l2: float = 1e-6
     threads: int = 2
+    # networks fitted alike from seeds seed, seed + 1, ..., served as one by averaging their
+    # logits (StaticClassifier); each member costs one more fit and one more table gather per check
+    members: int = 1
 
 
 def add_config_arguments(parser) -> None:
@@ -55,10 +58,15 @@ def add_config_arguments(parser) -> None:
                         help="columns of the max-pooled pathway (0: off, the shipped recipe; training takes ~8x longer)")
     parser.add_argument("--ngram-blend", type=float, default=base.ngram_blend,
                         help="the hashed n-gram reading's share of the unsafe logit (0: none, the shipped recipe)")
+    parser.add_argument("--members", type=int, default=base.members,
+                        help="networks fitted from consecutive seeds and served as their logit mean (training "
+                             "time and artifact size grow with it)")
 
 
 def config_from(args) -> TrainConfig:
-    return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend)
+    if args.members < 1:
+        raise SystemExit("--members must be at least 1")
+    return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members)
 
 
 def normalise(table: np.ndarray) -> np.ndarray:

@@ -222,11 +222,22 @@ def fit_weights(
     seed: int,
     generated: Sequence[str | Path] = (),
     keep_generated: Callable[[Sample], bool] | None = None,
-) -> tuple[Weights, int]:
+) -> tuple[tuple[Weights, ...], int]:
     """Cut the windows, fit the network, fold it into token tables; (weights, windows trained on).
+
+    With ``cfg.members`` > 1, as many networks, each from its own seed (``seed + i``, which also
+    draws its windows' settings, stand-in requests and decoys), for a logit-mean ensemble.
 
     ``keep_generated`` drops generated samples from training (cross-validation scores them instead).
     """
+    members = [_fit_member(fit_samples, held_out, root, policy, featurizer, table, cfg, seed + i, generated,
+                           keep_generated) for i in range(cfg.members)]
+    return tuple(w for w, _ in members), members[0][1]
+
+
+def _fit_member(fit_samples: list[Sample], held_out: list[str], root: Path, policy: Policy, featurizer: Featurizer,
+                table: np.ndarray, cfg: TrainConfig, seed: int, generated: Sequence[str | Path],
+                keep_generated: Callable[[Sample], bool] | None) -> tuple[Weights, int]:
     extra = [s for path in generated for s in generated_samples(root, path, held_out)
              if keep_generated is None or keep_generated(s)]
     ids, (prompt_texts, prompt_of), labels, counts = training_set(fit_samples, root, policy, featurizer, seed, extra)

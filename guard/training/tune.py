@@ -100,6 +100,7 @@ def tune(
     *,
     max_fpr: float = 0.05,
     max_delay_p95: float = 48.0,
+    grid: tuple[tuple[float, ...], ...] = GRID,
 ) -> tuple[Thresholds, dict[str, dict[str, float]]]:
     """The thresholds with the best unsafe recall among those that keep every safe set at or under
     ``max_fpr``, less a price for delay over ``max_delay_p95``.
@@ -110,7 +111,7 @@ def tune(
     """
     base = policy.thresholds
     best: tuple[tuple[bool, float, float, float], Thresholds, dict[str, dict[str, float]]] | None = None
-    for unsafe, high, collapse, refusal in itertools.product(*GRID, (0.5,)):
+    for unsafe, high, collapse, refusal in itertools.product(*grid, (0.5,)):
         if high <= unsafe:
             continue
         th = base.model_copy(update={"unsafe": unsafe, "high": high, "collapse": collapse, "refusal": refusal})

@@ -75,7 +75,25 @@ def test_the_peak_pathway_finds_one_marker_in_a_long_window(trained):
 def test_peak_weights_survive_saving(trained, tmp_path):
     _, _, weights = trained
     save_weights(weights, tmp_path, {})
-    loaded, _ = load_weights(tmp_path)
+    (loaded,), _ = load_weights(tmp_path)
     assert loaded.peak is not None
     np.testing.assert_allclose(loaded.peak.table, weights.peak.table, atol=np.abs(weights.peak.table).max() / 100)
     np.testing.assert_array_equal(loaded.peak.mix, weights.peak.mix)
+
+
+def test_every_member_survives_saving(trained, tmp_path):
+    import dataclasses
+
+    _, _, weights = trained
+    other = dataclasses.replace(weights, w2=weights.w2 * 0.5, b2=weights.b2 - 1.0, peak=None)
+    save_weights((weights, other), tmp_path, {"seed": 0})
+    members, meta = load_weights(tmp_path)
+    assert meta["members"] == 2 and len(members) == 2 and meta["seed"] == 0
+    np.testing.assert_array_equal(members[0].w2, weights.w2.astype(np.float32))
+    np.testing.assert_array_equal(members[1].w2, other.w2.astype(np.float32))
+    assert members[0].peak is not None and members[1].peak is None and members[1].prompt is not None
+    ids, _ = _toy(20, np.random.default_rng(3))
+    served = StaticClassifier(members, featurizer=None).logits(ids)  # type: ignore[arg-type]
+    exact = (StaticClassifier(weights, featurizer=None).logits(ids)  # type: ignore[arg-type]
+             + StaticClassifier(other, featurizer=None).logits(ids)) / 2  # type: ignore[arg-type]
+    np.testing.assert_allclose(served, exact, atol=0.05 * np.abs(exact).max())  # int8 tables

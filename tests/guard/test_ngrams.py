@@ -92,9 +92,9 @@ def test_ngram_weights_survive_saving(tmp_path):
     rng = np.random.default_rng(5)
     ngram = NgramWeights(rng.normal(size=BUCKETS).astype(np.float32), 0.125, VOCAB, 0.3)
     save_weights(_weights(ngram), tmp_path, {})
-    loaded, _ = load_weights(tmp_path)
+    (loaded,), _ = load_weights(tmp_path)
     assert loaded.ngram is not None
     assert (loaded.ngram.bias, loaded.ngram.vocab, loaded.ngram.blend) == (0.125, VOCAB, 0.3)
     np.testing.assert_allclose(loaded.ngram.weights, ngram.weights, rtol=1e-3, atol=1e-3)  # stored as float16
     save_weights(_weights(None), tmp_path, {})
-    assert load_weights(tmp_path)[0].ngram is None
+    assert load_weights(tmp_path)[0][0].ngram is None

@@ -1,0 +1,115 @@
+"""Nested cross-validation over saved fold scores: thresholds tuned on the other folds, judged on one.
+
+``crossval`` reports each fold at its own best thresholds, which flatters a variant that is only
+lucky on that fold. Thresholds ship tuned on pooled scores, so the figure that matches shipping
+is: for each fold, :func:`~guard.training.tune.tune` on the other folds (every named safe set
+at or under the floor), then those thresholds applied to the held-out fold.
+
+Given several folders of the same folds (``crossval --save``, e.g. two ``--fit-seed`` values or
+two recipes), each window's unsafe and refusal readings are first averaged as logits: a
+logit-mean ensemble, judged before anyone builds or serves it. Window scores do not depend on
+thresholds, so nothing is refitted.
+
+``python -m guard.training.nested DIR [DIR ...] [--max-fpr 0.05]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from guard.policy import Policy
+from guard.training.crossval import SAFE_SETS
+from guard.training.tune import GRID as TUNE_GRID
+from guard.training.tune import ScoredTrace, score_sets, tune
+
+# the tuner's grid, up to an unsafe threshold of 0.995 and a `high` rule that never fires (1.01):
+# an ensemble or a sharper variant can need points the shipped grid lacks
+GRID = ((*TUNE_GRID[0], 0.995), (*TUNE_GRID[1], 1.01), TUNE_GRID[2])
+_EPS = 1e-6
+
+
+def load_folds(folder: str | Path) -> list[list[ScoredTrace]]:
+    paths = sorted(Path(folder).glob("fold*.pkl"), key=lambda p: int(p.stem.removeprefix("fold")))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no fold*.pkl (crossval --save writes them)")
+    folds = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            folds.append(pickle.load(fh))
+    return folds
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def logit_mean(members: Sequence[list[ScoredTrace]]) -> list[ScoredTrace]:
+    """One fold's traces with each window's readings averaged over ``members`` in logit space.
+
+    The members must have scored the same traces into the same windows (same folds, same policy);
+    the category is the one of the most alarmed member, as :class:`~guard.detectors.ensemble.Ensemble` keeps it.
+    """
+    if len(members) == 1:
+        return list(members[0])
+    out = []
+    for traces in zip(*members, strict=True):
+        first = traces[0]
+        if any(t.trace.id != first.trace.id or len(t.windows) != len(first.windows) for t in traces):
+            raise ValueError(f"members disagree on trace {first.trace.id!r}: not the same folds or windows")
+        windows = []
+        for ws in zip(*(t.windows for t in traces)):
+            unsafe = _logit(np.array([w.unsafe for w in ws])).mean()
+            refusal = _logit(np.array([w.refusal for w in ws])).mean()
+            top = max(ws, key=lambda w: w.unsafe)
+            windows.append(replace(ws[0], unsafe=float(1 / (1 + np.exp(-unsafe))),
+                                   refusal=float(1 / (1 + np.exp(-refusal))), category=top.category))
+        out.append(replace(first, windows=tuple(windows)))
+    return out
+
+
+def _constrained(scored: list[ScoredTrace]) -> list[ScoredTrace]:
+    return [st for st in scored if st.trace.unsafe or st.trace.set_name in SAFE_SETS]
+
+
+def nested(folds: Sequence[list[ScoredTrace]], policy: Policy, *, max_fpr: float = 0.05,
+           grid: tuple[tuple[float, ...], ...] = GRID) -> dict[str, object]:
+    """Per held-out fold, the figures at thresholds tuned on the others; and their means."""
+    per_fold = []
+    for k, held in enumerate(folds):
+        pool = [st for j, fold in enumerate(folds) if j != k for st in _constrained(fold)]
+        th, _ = tune(pool, policy, max_fpr=max_fpr, grid=grid)
+        sets = score_sets(held, policy, th)
+        per_fold.append({"thresholds": [th.unsafe, th.high, th.collapse],
+                         "rates": {name: round(v["rate"], 4) for name, v in sets.items() if name != "_delay"},
+                         "delay_p95": sets["_delay"]["p95"]})
+    names = sorted({name for f in per_fold for name in f["rates"]})
+    mean = {name: round(float(np.mean([f["rates"][name] for f in per_fold if name in f["rates"]])), 4)
+            for name in names}
+    recall = float(np.mean([v for name, v in mean.items() if name.startswith("unsafe")]))
+    return {"folds": per_fold, "mean": mean, "mean_recall": round(recall, 4),
+            "delay_p95": round(float(np.mean([f["delay_p95"] for f in per_fold])), 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m guard.training.nested", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", help="crossval --save folders of the same folds; several are averaged")
+    p.add_argument("--max-fpr", type=float, default=0.05, help="the floor every named safe set is tuned to")
+    args = p.parse_args(argv)
+    members = [load_folds(f) for f in args.folders]
+    if len({len(m) for m in members}) != 1:
+        raise SystemExit("the folders hold different numbers of folds")
+    folds = [logit_mean(per_fold) for per_fold in zip(*members)]
+    print(json.dumps({"members": args.folders, **nested(folds, Policy.load(None), max_fpr=args.max_fpr)}))
+
+
+if __name__ == "__main__":
+    main()
