@@ -38,9 +38,9 @@ from guard.training.distil import static_embeddings, tokenizer_path
 from guard.training.model import TrainConfig, add_config_arguments, config_from, normalise
 from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
 from guard.training.tune import GRID as TUNE_GRID
-from guard.training.tune import ScoredTrace, score_sets
+from guard.training.tune import FLOORED, ScoredTrace, score_sets
 
-SAFE_SETS = ("benign", "star1", "xstest_safe", GENERATED)  # issue 3's FPR floor, and generated benign answers if scored
+SAFE_SETS = FLOORED  # issue 3's FPR floor, and generated benign answers if scored
 CAPS = (0.05, 0.075, 0.10)
 # unsafe, high, collapse: the tuner's grid and a little below it (a variant that scores safe text
 # lower overall needs lower thresholds for the same recall)

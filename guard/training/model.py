@@ -47,8 +47,9 @@ class TrainConfig:
     ngram_l2: float = 1e-6
     threads: int = 2
     # networks fitted alike from seeds seed, seed + 1, ..., served as one by averaging their
-    # logits (StaticClassifier); each member costs one more fit and one more table gather per check
-    members: int = 1
+    # logits (StaticClassifier); each member costs one more fit and one more table gather per check.
+    # Two ship since session 11 (guard/artifacts/README.md, "Two fits averaged")
+    members: int = 2
 
 
 def add_config_arguments(parser) -> None:
@@ -59,8 +60,8 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--ngram-blend", type=float, default=base.ngram_blend,
                         help="the hashed n-gram reading's share of the unsafe logit (0: none, the shipped recipe)")
     parser.add_argument("--members", type=int, default=base.members,
-                        help="networks fitted from consecutive seeds and served as their logit mean (training "
-                             "time and artifact size grow with it)")
+                        help="networks fitted from consecutive seeds and served as their logit mean (default "
+                             f"{base.members}, the shipped recipe; training time and artifact size grow with it)")
 
 
 def config_from(args) -> TrainConfig:

@@ -25,9 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from guard.policy import Policy
-from guard.training.crossval import SAFE_SETS
 from guard.training.tune import GRID as TUNE_GRID
-from guard.training.tune import ScoredTrace, score_sets, tune
+from guard.training.tune import ScoredTrace, floored, score_sets, tune
 
 # the tuner's grid, up to an unsafe threshold of 0.995 and a `high` rule that never fires (1.01):
 # an ensemble or a sharper variant can need points the shipped grid lacks
@@ -75,16 +74,12 @@ def logit_mean(members: Sequence[list[ScoredTrace]]) -> list[ScoredTrace]:
     return out
 
 
-def _constrained(scored: list[ScoredTrace]) -> list[ScoredTrace]:
-    return [st for st in scored if st.trace.unsafe or st.trace.set_name in SAFE_SETS]
-
-
 def nested(folds: Sequence[list[ScoredTrace]], policy: Policy, *, max_fpr: float = 0.05,
            grid: tuple[tuple[float, ...], ...] = GRID) -> dict[str, object]:
     """Per held-out fold, the figures at thresholds tuned on the others; and their means."""
     per_fold = []
     for k, held in enumerate(folds):
-        pool = [st for j, fold in enumerate(folds) if j != k for st in _constrained(fold)]
+        pool = [st for j, fold in enumerate(folds) if j != k for st in floored(fold)]
         th, _ = tune(pool, policy, max_fpr=max_fpr, grid=grid)
         sets = score_sets(held, policy, th)
         per_fold.append({"thresholds": [th.unsafe, th.high, th.collapse],

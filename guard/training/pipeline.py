@@ -54,7 +54,7 @@ from guard.replay import pieces
 from guard.training.distil import static_embeddings, tokenizer_path
 from guard.training.model import TrainConfig, fit, fold, normalise, padded, pooled
 from guard.training.ngrams import fit_ngrams
-from guard.training.tune import ScoredTrace, ScoredWindow, tune, windows_of
+from guard.training.tune import ScoredTrace, ScoredWindow, floored, tune, windows_of
 from guard.training.windows import windows, window_tokens
 
 # how much each set counts in the loss, in total, whatever its size; benign sets weigh most
@@ -314,7 +314,7 @@ def train(
         tuning += [_renamed(st, "@val") for st in _scored(val, model, policy)]
     else:
         tuning = _scored(val, model, policy)
-    thresholds, tuned_sets = tune(tuning, policy)
+    thresholds, tuned_sets = tune(floored(tuning), policy)
     tuned = policy.model_copy(update={"thresholds": thresholds})
     _log(f"thresholds tuned on {tune_on} ({len(tuning)} traces): {thresholds.model_dump()}")
 

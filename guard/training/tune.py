@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from guard.datasets.generated import GENERATED
 from guard.datasets.trace import Trace
 from guard.events import Stage
 from guard.policy import Policy, Thresholds
@@ -26,6 +27,13 @@ GRID = (
     (0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999),
     (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999),
 )
+
+# the safe sets whose false-positive rate the thresholds are held to: issue 3's floor (benign
+# answers, STAR-1, XSTest) and the generated benign answers where they are scored. Refusals are
+# safe too, but flagging one swaps the model's refusal for the guard's, which costs its reader
+# nothing; held to the floor, they kept an ensemble's thresholds at 0.97 where 0.8 met the floor
+# on every named set (guard/artifacts/README.md, "Two fits averaged")
+FLOORED = ("benign", "star1", "xstest_safe", GENERATED)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,12 @@ def first_stop(st: ScoredTrace, policy: Policy, th: Thresholds) -> int | None:
                 return w.end_token
             streak[w.stage] = 0
     return None
+
+
+def floored(scored: list["ScoredTrace"]) -> list["ScoredTrace"]:
+    """The traces the tuner weighs: every unsafe one, and the safe ones of a floored set (or its
+    renamed copy, ``benign@val``)."""
+    return [st for st in scored if st.trace.unsafe or st.trace.set_name.partition("@")[0] in FLOORED]
 
 
 def score_sets(scored: list[ScoredTrace], policy: Policy, th: Thresholds) -> dict[str, dict[str, float]]:

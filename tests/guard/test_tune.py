@@ -57,3 +57,22 @@ def test_a_renamed_copy_is_a_constraint_of_its_own():
     assert shipped[0].trace.set_name == "benign@val" and shipped[0].windows == _trace("benign", 0, [0.75] * 3).windows
     th, sets = tune(pool + shipped, policy, max_fpr=0.05)
     assert th.unsafe > 0.75 and sets["benign@val"]["rate"] == 0.0 and sets["unsafe_answer"]["rate"] == 0.6
+
+
+def test_only_the_floored_sets_hold_the_thresholds_back():
+    """Refusals flagged cost the reader nothing (the guard's refusal replaces the model's), so a
+    refusal set the thresholds would flag wholesale does not move them; a renamed copy of a floored
+    set (``benign@val``) still does."""
+    from guard.training.pipeline import _renamed
+    from guard.training.tune import floored
+
+    policy = Policy.load(None)
+    pool = [_trace("unsafe_answer", i, [0.75] * 3) for i in range(10)]
+    pool += [_trace("benign", i, [0.1] * 3) for i in range(20)]
+    refusals = [_trace("refusal", i, [0.75] * 3) for i in range(20)]
+    assert {st.trace.set_name for st in floored(pool + refusals)} == {"unsafe_answer", "benign"}
+    th, sets = tune(floored(pool + refusals), policy, max_fpr=0.05)
+    assert th.unsafe <= 0.75 and sets["unsafe_answer"]["rate"] == 1.0
+    copies = [_renamed(_trace("benign", i, [0.75] * 3), "@val") for i in range(20)]
+    th, sets = tune(floored(pool + copies), policy, max_fpr=0.05)
+    assert th.unsafe > 0.75 and sets["benign@val"]["rate"] == 0.0
