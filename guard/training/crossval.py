@@ -9,7 +9,10 @@ figure per fold is the tuner's question asked fairly of every variant: over the 
 the best mean recall of the unsafe sets with the benign, STAR-1 and XSTest flag rates all at
 or under a cap (5, 7.5 and 10 %).
 
-``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE] [--peak-width N] [--ngram-blend A]``
+``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE] [--peak-width N] [--ngram-blend A]
+[--members N] [--fit-seed S] [--save DIR]``: ``--members`` defaults to the shipped recipe's 2 (twice the
+time of one network); ``--members 1 --save DIR`` per seed, then ``python -m guard.training.nested DIR ...``,
+judges an ensemble without fitting it.
 """
 
 from __future__ import annotations
