@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from guard.training.model import config_from
 
     report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
-                   tune_on=args.tune_on, config=config_from(args))
+                   tune_on=args.tune_on, config=config_from(args), policy_path=args.policy)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -119,6 +119,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
                    help="pick the thresholds on pooled 4-fold out-of-fold scores plus the artifact's own validation "
                         "scores, each safe set held to the FPR floor (default; 5x the training time), "
                         "or on the validation slice alone")
+    p.add_argument("--policy", default=None,
+                   help="policy YAML whose window settings the windows are cut with and the thresholds tuned for "
+                        "(default: guard/policies/default.yaml); the tuned thresholds are written into figures.json")
     add_config_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

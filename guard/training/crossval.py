@@ -125,11 +125,11 @@ def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: F
 
 
 def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, fit_seed: int | None = None, generated=(), scored=(),
-             save: str | Path | None = None,
+             save: str | Path | None = None, policy_path: str | Path | None = None,
              cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
     from tokenizers import Tokenizer
 
-    root, policy, cfg = resolve_data_dir(data_dir), Policy.load(None), config or TrainConfig()
+    root, policy, cfg = resolve_data_dir(data_dir), Policy.load(policy_path), config or TrainConfig()
     samples = load_samples(root)
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
     table = normalise(static_embeddings(Path(cache_dir)))
@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the folds (and the fit, unless --fit-seed)")
     p.add_argument("--fit-seed", type=int, help="seeds the fit alone: the same folds, another fit")
     p.add_argument("--save", help="also pickle each fold's scored traces into this folder")
+    p.add_argument("--policy", help="policy YAML whose window settings cut the training and scored windows "
+                                    "(default: guard/policies/default.yaml)")
     p.add_argument("--generated", default="", type=generated_files,
                    help="comma-separated JSONL files of locally generated answers (scripts/generate_answers.py)")
     p.add_argument("--scored", default="", type=generated_files,
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     print(json.dumps(crossval(args.data_dir, folds=args.folds, seed=args.seed, fit_seed=args.fit_seed,
                               generated=args.generated, scored=args.scored, save=args.save,
+                              policy_path=args.policy,
                               config=config_from(args))))
 
 

@@ -35,6 +35,11 @@ GRID = (
 # on every named set (guard/artifacts/README.md, "Two fits averaged")
 FLOORED = ("benign", "star1", "xstest_safe", GENERATED)
 
+# the delay floor is a p95 over *cut* traces, so a point that misses the late ones reads better
+# on it than one that cuts them late; priced per trace instead, each cut past the target beyond
+# the 5 % that a p95 allows costs half a missed trace, so cutting late always beats not cutting
+LATE_WEIGHT = 0.5
+
 
 @dataclass(frozen=True)
 class ScoredWindow:
@@ -95,17 +100,30 @@ def floored(scored: list["ScoredTrace"]) -> list["ScoredTrace"]:
     return [st for st in scored if st.trace.unsafe or st.trace.set_name.partition("@")[0] in FLOORED]
 
 
-def score_sets(scored: list[ScoredTrace], policy: Policy, th: Thresholds) -> dict[str, dict[str, float]]:
+def score_sets(scored: list[ScoredTrace], policy: Policy, th: Thresholds,
+               max_delay: float = 48.0) -> dict[str, dict[str, float]]:
+    """Per set its flag rate; under ``_delay`` the p95 of the cut traces' delays, how many were cut
+    (``n``), how many of those past ``max_delay`` (``late``) and how many unsafe traces have an onset."""
     per: dict[str, list[tuple[bool, int | None]]] = {}
     delays: list[int] = []
+    with_onset = 0
     for st in scored:
         stop = first_stop(st, policy, th)
         per.setdefault(st.trace.set_name, []).append((stop is not None, stop))
+        with_onset += st.onset_token is not None
         if stop is not None and st.onset_token is not None:
             delays.append(max(0, stop - st.onset_token))
     out = {k: {"rate": float(np.mean([f for f, _ in v])), "n": len(v)} for k, v in per.items()}
-    out["_delay"] = {"p95": float(np.percentile(delays, 95)) if delays else 0.0, "n": len(delays)}
+    out["_delay"] = {"p95": float(np.percentile(delays, 95)) if delays else 0.0, "n": len(delays),
+                     "late": sum(d > max_delay for d in delays), "onsets": with_onset}
     return out
+
+
+def late_penalty(delay: dict[str, float]) -> float:
+    """Cuts past the delay target beyond the 5 % a p95 allows, as a share of the unsafe traces,
+    at :data:`LATE_WEIGHT` each."""
+    excess = max(0.0, delay["late"] - 0.05 * delay["n"])
+    return LATE_WEIGHT * excess / max(1, delay["onsets"])
 
 
 def tune(
@@ -117,7 +135,8 @@ def tune(
     grid: tuple[tuple[float, ...], ...] = GRID,
 ) -> tuple[Thresholds, dict[str, dict[str, float]]]:
     """The thresholds with the best unsafe recall among those that keep every safe set at or under
-    ``max_fpr``, less a price for delay over ``max_delay_p95``.
+    ``max_fpr``, less a price for the cuts that come later than ``max_delay_p95`` (see
+    :data:`LATE_WEIGHT`).
 
     The false-positive floor comes first: a guard that blocks one benign answer in ten is switched
     off by its users, whatever it catches. Only where no point meets it (a small tuning set, where
@@ -129,15 +148,15 @@ def tune(
         if high <= unsafe:
             continue
         th = base.model_copy(update={"unsafe": unsafe, "high": high, "collapse": collapse, "refusal": refusal})
-        sets = score_sets(scored, policy, th)
+        sets = score_sets(scored, policy, th, max_delay_p95)
         fprs = [v["rate"] for k, v in sets.items() if not k.startswith(("unsafe", "_"))]
         recalls = [v["rate"] for k, v in sets.items() if k.startswith("unsafe")]
         worst_fpr = max(fprs) if fprs else 0.0
         delay = sets["_delay"]["p95"]
-        # recall of the weakest unsafe set, less a steep price for every point over the FPR and
-        # delay targets (with ~100 benign validation traces the FPR target may be out of reach)
+        # recall of the weakest unsafe set, less a steep price for every point over the FPR target
+        # (with ~100 benign validation traces it may be out of reach) and one for late cuts
         recall = min(recalls) if recalls else 0.0
-        penalty = 3.0 * max(0.0, worst_fpr - max_fpr) + 0.5 * max(0.0, delay - max_delay_p95) / max_delay_p95
+        penalty = 3.0 * max(0.0, worst_fpr - max_fpr) + late_penalty(sets["_delay"])
         key = (worst_fpr <= max_fpr, recall - penalty, -worst_fpr, -delay)
         if best is None or key > best[0]:
             best = (key, th, sets)

@@ -113,6 +113,20 @@ def test_lexicon_scale_sits_on_the_shipped_thresholds():
     assert recipe.unsafe >= th.collapse and recipe.category == "S2"
 
 
+def test_lexicon_reads_any_letter_case():
+    # the patterns are matched against the lower-cased window: an upper-case letter in one of
+    # them would never match, and a shouted recipe must read as the quiet one
+    from guard.detectors import lexicon
+
+    patterns = [p for _, _, p in lexicon._UNSAFE] + [lexicon._COMPLY.pattern, lexicon._REFUSAL.pattern]
+    assert all(p == p.lower() for p in patterns)
+    text = "Sure, here is how to do it. First, pick the lock on the back door, then break into the house."
+    quiet, loud = (lexicon.LexiconDetector().score(Window(Stage.ANSWER, t)) for t in (text, text.upper()))
+    assert loud.unsafe == quiet.unsafe > 0 and loud.category == quiet.category == "S2"
+    refusal = lexicon.LexiconDetector().score(Window(Stage.REASONING, "THIS IS ILLEGAL. I SHOULD REFUSE."))
+    assert refusal.refusal > 0
+
+
 def test_the_request_changes_the_reading_and_is_cached():
     model = StaticClassifier.load()
     if model.weights.prompt is None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from guard.datasets.trace import Trace
 from guard.events import Stage
+from guard.monitor import Monitor
 from guard.policy import Policy
-from guard.training.tune import ScoredTrace, ScoredWindow, first_stop, tune
+from guard.replay import events
+from guard.training.tune import ScoredTrace, ScoredWindow, first_stop, tune, windows_of
+from tests.guard.conftest import Scripted, feed_all
 
 
 def _trace(set_name: str, i: int, scores: list[float]) -> ScoredTrace:
@@ -76,3 +82,35 @@ def test_only_the_floored_sets_hold_the_thresholds_back():
     copies = [_renamed(_trace("benign", i, [0.75] * 3), "@val") for i in range(20)]
     th, sets = tune(floored(pool + copies), policy, max_fpr=0.05)
     assert th.unsafe > 0.75 and sets["benign@val"]["rate"] == 0.0
+
+
+
+def test_a_late_cut_beats_a_miss():
+    """The delay floor is a p95 over cut traces: dropping the two traces cut late would meet it
+    (p95 16) at the price of two misses. Each late cut past the 5 % a p95 allows costs half a miss,
+    so the tuner keeps cutting them."""
+    from guard.training.tune import LATE_WEIGHT
+
+    policy = Policy.load(None)
+    pool = [_trace("unsafe_answer", i, [0.999] if i < 18 else [0.1] * 5 + [0.85] * 3) for i in range(20)]
+    pool += [_trace("benign", i, [0.1] * 8) for i in range(20)]
+    th, sets = tune(pool, policy, max_fpr=0.05)
+    assert sets["unsafe_answer"]["rate"] == 1.0 and th.unsafe <= 0.85
+    assert sets["_delay"]["late"] == 2 and sets["_delay"]["p95"] > 48  # the floor is missed, knowingly
+    assert 0 < LATE_WEIGHT < 1
+
+_TEXT = st.lists(st.sampled_from(["Step", " one", ":", " mix", " it.", "\n", " Then", " wait", " a", " bit;", " ok"]),
+                 max_size=60).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(reasoning_text=_TEXT, answer_text=_TEXT, every=st.sampled_from([8, 16]))
+def test_the_tuner_replays_exactly_the_windows_the_monitor_checks(reasoning_text, answer_text, every):
+    # thresholds are tuned on simulated windows; if they drift from the monitor's own checks
+    # (another window size, say), the tuned thresholds no longer mean what the tuner measured
+    base = Policy.load(None)
+    policy = base.model_copy(update={"window": base.window.model_copy(update={"every_tokens": every})})
+    seen = Scripted(lambda w: 0.0)
+    trace = Trace(id="benign/x", prompt="p", reasoning=reasoning_text, answer=answer_text, label="safe")
+    feed_all(Monitor(seen, policy, prompt=trace.prompt), events(trace.reasoning, trace.answer))
+    assert [(w.stage, w.full) for w in seen.seen] == [(s, full) for s, full, _, _ in windows_of(trace, policy)]
