@@ -10,7 +10,7 @@ two recipes), each window's unsafe and refusal readings are first averaged as lo
 logit-mean ensemble, judged before anyone builds or serves it. Window scores do not depend on
 thresholds, so nothing is refitted.
 
-``python -m guard.training.nested DIR [DIR ...] [--max-fpr 0.05]``
+``python -m guard.training.nested DIR [DIR ...] [--max-fpr 0.05] [--policy FILE]``
 """
 
 from __future__ import annotations
@@ -98,12 +98,14 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", help="crossval --save folders of the same folds; several are averaged")
     p.add_argument("--max-fpr", type=float, default=0.05, help="the floor every named safe set is tuned to")
+    p.add_argument("--policy", help="policy YAML whose debounce rules and actions are replayed (default: "
+                                    "guard/policies/default.yaml); its window must be the one the folds were scored with")
     args = p.parse_args(argv)
     members = [load_folds(f) for f in args.folders]
     if len({len(m) for m in members}) != 1:
         raise SystemExit("the folders hold different numbers of folds")
     folds = [logit_mean(per_fold) for per_fold in zip(*members)]
-    print(json.dumps({"members": args.folders, **nested(folds, Policy.load(None), max_fpr=args.max_fpr)}))
+    print(json.dumps({"members": args.folders, **nested(folds, Policy.load(args.policy), max_fpr=args.max_fpr)}))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def test_members_of_different_folds_are_refused(tmp_path):
     for k, fold in enumerate([_fold(0), _fold(2)]):
         (tmp_path / f"fold{k}.pkl").write_bytes(pickle.dumps(fold))
     assert [len(f) for f in load_folds(tmp_path)] == [20, 20]
+
+
+def test_the_cli_replays_the_folds_under_the_given_policy(tmp_path, capsys):
+    import json
+
+    from guard.training.nested import main
+
+    for k in range(4):
+        fold = [_trace("unsafe_answer", i, [0.999] * 3) for i in range(10)] + [_trace("benign", i, [0.1] * 3) for i in range(10)]
+        (tmp_path / f"fold{k}.pkl").write_bytes(pickle.dumps(fold))
+    main([str(tmp_path)])
+    assert json.loads(capsys.readouterr().out)["mean_recall"] == 1.0
+    # the same scores under a policy that only annotates answers: nothing is cut
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("actions: {answer: flag}\n")
+    main([str(tmp_path), "--policy", str(policy)])
+    assert json.loads(capsys.readouterr().out)["mean_recall"] == 0.0
