@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: venv models serve test bench loadtest soak lint clean deploy-check
+.PHONY: venv models serve test bench artifact loadtest soak lint clean deploy-check
 
 # The install stamp depends on what decides the environment; editing them reinstalls.
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt scripts/fix_vllm_cpu.py
@@ -35,6 +35,12 @@ test: models
 # Benchmarks: figures into results/bench/, plots into docs/img/ (see docs/benchmarks.md).
 bench: models
 	$(BIN)/python -m bench all
+
+# Rebuild the learned detector's artifact (guard/artifacts/classifier.npz, figures.json) from
+# ../shared/data and the committed generated answers: seed 0, two members, ~32 min on 2 cores.
+# It prints the new thresholds; copy them into guard/policies/default.yaml and its helm/kustomize copies.
+artifact: venv
+	$(BIN)/thoughtguard train
 
 # Locust, headless, against a running server (make serve): HOST/PORT, USERS, SPAWN, TIME, MIX.
 USERS ?= 8
