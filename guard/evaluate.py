@@ -51,6 +51,7 @@ class TraceResult:
     missed_tokens: int  # unflagged unsafe traces: tokens after the onset, all released (no cut)
     tokens: int
     waits: list[int]  # per released token: tokens that arrived after it before it was released
+    wary: bool = False  # its request read as harmful: released only once wholly checked
 
 
 @dataclass
@@ -110,7 +111,8 @@ async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResul
         delay = max(0, stop.position - onset)
     leaked = released.leaked if flagged else 0
     missed = released.leaked if not flagged else 0
-    return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends), released.waits)
+    return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends), released.waits,
+                       bool(monitor.wary))
 
 
 def _ratio(a: int, b: int) -> float:
@@ -145,13 +147,16 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
 
     per_set: dict[str, dict[str, object]] = {}
     for r in results:
-        s = per_set.setdefault(r.trace.set_name, {"n": 0, "unsafe": 0, "flagged": 0, "advisory": 0})
+        s = per_set.setdefault(r.trace.set_name, {"n": 0, "unsafe": 0, "flagged": 0, "advisory": 0, "wary": 0})
         s["n"] += 1  # type: ignore[operator]
         s["unsafe"] += int(r.trace.unsafe)  # type: ignore[operator]
         s["flagged"] += int(r.flagged)  # type: ignore[operator]
         s["advisory"] += int(r.advisory and not r.flagged)  # type: ignore[operator]
-    for s in per_set.values():
+        s["wary"] += int(r.wary)  # type: ignore[operator]
+    for name, s in per_set.items():
         s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
+        set_waits = [w for r in results if r.trace.set_name == name for w in r.waits]
+        s["holdback_tokens_mean"] = round(float(np.mean(set_waits)), 2) if set_waits else None
 
     return {
         "n": len(results),
@@ -169,6 +174,7 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         "missed_unsafe_tokens": sum(r.missed_tokens for r in results),
         "holdback_tokens_mean": round(float(np.mean(waits)), 2) if waits else None,
         "holdback_tokens_p95": _pct(waits, 95),
+        "wary_streams": sum(r.wary for r in results),
         "check_ms_p50": None if not ms else round(_pct(ms, 50) or 0.0, 4),
         "check_ms_p99": None if not ms else round(_pct(ms, 99) or 0.0, 4),
         "checks": len(ms),

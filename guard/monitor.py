@@ -5,8 +5,11 @@ boundary once ``min_tokens`` wait, or every ``every_tokens``. The window (new te
 already-checked context) goes to the detector. Safe text is released; an unsafe reading is held
 as *suspect* until the debounce resolves it, so neither a single noisy window blocks nor does a
 suspect window leak while we wait for the next one; a doubtful reading (between ``hold`` and
-``unsafe``) is held the same way without counting towards a block. The server and the offline
-evaluator drive this same class.
+``unsafe``) is held the same way without counting towards a block. A stream whose request reads
+as harmful (``thresholds.wary``) is *wary*: its verified text waits until the whole stream has
+been checked, because a detector that cuts a harm a few windows late has by then released its
+opening; a wary stream that is cut releases nothing. The server and the offline evaluator drive
+this same class.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class Monitor:
         self._tracks = {s: _Track(s) for s in (Stage.REASONING, Stage.ANSWER)}
         self._tracks[Stage.REASONING].checked = reasoning_context
         self._flagged: set[tuple[Stage, str | None]] = set()
+        self.wary: bool | None = None  # read from the request on the first event
+        self._withheld: list[tuple[Stage, list[tuple[str, float]]]] = []
 
     @property
     def verified_reasoning(self) -> str:
@@ -89,9 +94,12 @@ class Monitor:
     async def feed(self, event: Event) -> list[Output]:
         if self.stopped is not None:
             return []
+        if self.wary is None:
+            self.wary = await self._read_request()
         if isinstance(event, Finish):
             out = await self._flush(Stage.REASONING)
-            return out + await self._flush(Stage.ANSWER)
+            out += await self._flush(Stage.ANSWER)
+            return out if self.stopped is not None else out + self._emit()
         if not isinstance(event, TextDelta) or not event.text or event.stage not in self._tracks:
             return []  # prompt text is checked before generation (guard.prompt_check), not here
         out: list[Output] = []
@@ -109,6 +117,16 @@ class Monitor:
         if self._due(track):
             out += await self._check(track, final=False)
         return out
+
+    async def _read_request(self) -> bool:
+        """Whether this stream is wary; one check of the request, before any of its text is judged."""
+        level = self.policy.thresholds.wary
+        if level is None or not self.prompt or self.policy.mode is HoldBack.LIVE:
+            return False
+        det = await self._detect(Window(Stage.PROMPT, self.prompt, prompt=self.prompt))
+        if det.error is not None:  # unread: as wary as a harmful request when failing closed
+            return self.policy.failure.mode == "closed"
+        return det.unsafe >= level
 
     async def _flush(self, stage: Stage) -> list[Output]:
         track = self._tracks[stage]
@@ -244,7 +262,20 @@ class Monitor:
             return []  # already forwarded on arrival
         if self.policy.mode is HoldBack.HIDDEN and track.stage is Stage.REASONING:
             return []
+        self._withheld.append((track.stage, pieces))
+        return [] if self.wary else self._emit()
+
+    def _emit(self) -> list[Output]:
+        """Release the verified text kept so far, in stream order (a wary stream's, at its end)."""
+        out: list[Output] = []
         now = self.clock()
-        self.stats.holdback_seconds.extend(now - t for _, t in pieces)
-        self.stats.released_tokens += len(pieces)
-        return [Release(track.stage, text)]
+        for stage, pieces in self._withheld:
+            self.stats.holdback_seconds.extend(now - t for _, t in pieces)
+            self.stats.released_tokens += len(pieces)
+            text = "".join(p for p, _ in pieces)
+            if out and out[-1].stage is stage:
+                out[-1] = Release(stage, out[-1].text + text)
+            else:
+                out.append(Release(stage, text))
+        self._withheld = []
+        return out

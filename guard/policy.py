@@ -57,6 +57,11 @@ class Thresholds(_Strict):
         None, ge=0, le=1,
         description="the prompt check's threshold (its reading comes from a request head, calibrated apart); None: `unsafe`",
     )
+    wary: float | None = Field(
+        None, ge=0, le=1,
+        description="a request whose harm reading is at or above this makes its stream wary: in buffered and hidden"
+        " mode nothing of it is released until the whole stream has been checked (None: off)",
+    )
 
     @property
     def prompt_threshold(self) -> float:

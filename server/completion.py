@@ -39,7 +39,12 @@ class Failure:
     message: str
 
 
-Step = Release | Verdict | End | Failure
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Nothing to send for a while, though the upstream is streaming: the guard holds text back."""
+
+
+Step = Release | Verdict | End | Failure | KeepAlive
 
 
 def upstream_payload(req: ChatCompletionRequest) -> dict[str, Any]:
@@ -113,7 +118,10 @@ class GuardedCompletion:
         if self._stream is not None:
             await self._stream.aclose()  # closing aborts the request in vLLM
 
-    async def steps(self) -> AsyncIterator[Step]:
+    async def steps(self, *, keepalive_s: float = 0.0) -> AsyncIterator[Step]:
+        """What to send, in order; with ``keepalive_s``, a :class:`KeepAlive` whenever that long has
+        passed without anything to send while upstream events keep coming (a wary stream holds all
+        its text, and proxies cut a response that stays silent past their idle timeout)."""
         if self.prompt_blocked is not None:
             yield End("content_filter", self.prompt_blocked, self.guardrail.policy.refusal_for(self.prompt_blocked.category))
             return
@@ -123,6 +131,7 @@ class GuardedCompletion:
         monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode)
         self.monitors.append(monitor)
         attempt_tokens = 0
+        last_sent = time.perf_counter()
         try:
             while True:
                 stopped: Verdict | None = None
@@ -135,7 +144,8 @@ class GuardedCompletion:
                             continue
                         if isinstance(event, Finish):
                             finish_reason = event.reason
-                        for out in await monitor.feed(event):
+                        outs = await monitor.feed(event)
+                        for out in outs:
                             if isinstance(out, Verdict):
                                 self.verdicts.append(out)
                                 if out.action.stops_generation:
@@ -144,6 +154,12 @@ class GuardedCompletion:
                             yield out
                         if stopped is not None:
                             break
+                        now = time.perf_counter()
+                        if any(isinstance(out, Release) for out in outs):
+                            last_sent = now
+                        elif keepalive_s and now - last_sent >= keepalive_s:
+                            last_sent = now
+                            yield KeepAlive()
                 except (httpx.HTTPError, APIError, ValueError) as exc:
                     log.warning("upstream stream failed request_id=%s: %r", self.request_id, exc)
                     self.completion_tokens += max(attempt_tokens, monitor.stats.tokens)

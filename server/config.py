@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     metrics_port: int | None = Field(None, ge=1, le=65535, description="also serve /metrics on this port")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight streams on shutdown")
+    sse_keepalive_s: float = Field(
+        15.0, ge=0,
+        description="an SSE comment after this many seconds with nothing to send while the upstream streams on (the"
+        " guard holds text back), so proxies keep the response open; 0: off",
+    )
     malloc_mmap_threshold: int = Field(
         128 * 2**10,
         ge=0,

@@ -99,6 +99,10 @@ class Metrics:
             "thoughtguard_live_leaked_tokens", "Tokens forwarded unchecked in live mode that a block then covered",
             ["model"], registry=r,
         )
+        self.wary = Counter(
+            "thoughtguard_wary_streams", "Streams whose request read as harmful, released only once wholly checked",
+            ["model"], registry=r,
+        )
         self.saved = Counter(
             "thoughtguard_upstream_tokens_saved",
             "Upstream tokens not generated because a block aborted the request early (max_tokens minus generated)",

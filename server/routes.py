@@ -15,10 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guard.events import Stage
 from guard.verdict import Release, Verdict
 from server.api import ErrorResponse, chat_request_openapi
-from server.completion import End, Failure, GuardedCompletion, collect, extension
+from server.completion import End, Failure, GuardedCompletion, KeepAlive, collect, extension
 from server.errors import APIError, error_body
 from server.limits import read_chat_request
-from server.sse import DONE, ChunkWriter, usage_dict
+from server.sse import DONE, KEEPALIVE, ChunkWriter, usage_dict
 from server.state import AppState, Timings, record
 
 router = APIRouter()
@@ -104,8 +104,10 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
     timings = Timings()
     try:
         yield writer.role()
-        async for step in completion.steps():
-            if isinstance(step, Release):
+        async for step in completion.steps(keepalive_s=state.settings.sse_keepalive_s):
+            if isinstance(step, KeepAlive):
+                yield KEEPALIVE
+            elif isinstance(step, Release):
                 is_answer = step.stage is Stage.ANSWER
                 answered = answered or is_answer
                 timings.sent(time.perf_counter(), answer=is_answer)

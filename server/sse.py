@@ -9,6 +9,8 @@ from typing import Any
 from guard.events import Stage, Usage
 
 DONE = b"data: [DONE]\n\n"
+# an SSE comment: clients (the openai SDK among them) skip it, proxies see the stream is alive
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def _frame(obj: dict[str, Any]) -> bytes:

@@ -88,6 +88,8 @@ def record(
         if state.audit is not None:
             state.audit.decision(completion.request_id, model, v)
     m.observe_tiers(model, completion.prompt_check_tiers)
+    if completion.monitors and completion.monitors[0].wary:
+        m.wary.labels(model).inc()
     for mon in completion.monitors:
         st = mon.stats
         m.observe_tiers(model, st.tier_checks)

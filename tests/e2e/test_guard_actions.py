@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import openai
 import pytest
 import yaml
 
+from guard.policy import DEFAULT_POLICY_PATH
 from tests.support import (
     CONVERSATIONS,
     FIGSTEP_IMAGES,
@@ -40,7 +42,15 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "steer": policy_file(tmp, "steer", actions={"prompt": "allow", "reasoning": "steer", "answer": "block"}),
         "flag": policy_file(tmp, "flag", actions={"prompt": "allow", "reasoning": "flag", "answer": "flag"}),
         "open": policy_file(tmp, "open", failure={"mode": "open", "timeout_s": 2.0}),
+        "no_wary": policy_file(tmp, "no_wary", **without_wary()),
     }
+
+
+def without_wary() -> dict[str, Any]:
+    """The default policy with wary streams off: verified text streams out as it is checked."""
+    data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    data["thresholds"]["wary"] = None
+    return data
 
 
 def run(base: str, model: str, conv_id: str, **kw: Any) -> dict[str, Any]:
@@ -83,15 +93,51 @@ def test_flag_annotates_without_blocking(
     assert ext["action"] == "flag" and ext["flags"] and ext["flags"][0]["action"] == "flag"
 
 
-def test_self_flagged_reasoning_then_compliant_answer_is_blocked(gateway_url: str, served_model: str) -> None:
+def test_self_flagged_reasoning_then_compliant_answer_is_blocked(
+    gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+) -> None:
     conv = CONVERSATIONS["collapse"]
-    got = run(gateway_url, served_model, "collapse")
-    # the thought that recognised the harm is safe and passes whole
-    assert got["reasoning"].strip() == conv["reasoning"]
-    assert got["finish_reason"] == "content_filter"
-    ext = got["thoughtguard"]
-    assert ext["action"] == "block" and ext["stage"] == "answer"
-    assert "tension wrench" not in got["content"]
+    # the default policy: the request reads as harmful, so the stream is wary, and a cut one shows nothing
+    wary = run(gateway_url, served_model, "collapse")
+    # without wary streams, the thought that recognised the harm is safe and passes whole
+    plain = run(gateway_factory(guard={"policy_file": policies["no_wary"]}), served_model, "collapse")
+    assert wary["reasoning"] == "" and plain["reasoning"].strip() == conv["reasoning"]
+    for got in (wary, plain):
+        assert got["finish_reason"] == "content_filter"
+        ext = got["thoughtguard"]
+        assert ext["action"] == "block" and ext["stage"] == "answer"
+        assert "tension wrench" not in got["content"]
+
+
+def test_a_wary_stream_arrives_whole_once_it_is_all_checked(
+    gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+) -> None:
+    conv = CONVERSATIONS["refuses"]  # a harmful request, a safe refusal
+    wary = run(gateway_url, served_model, "refuses")
+    plain = run(gateway_factory(guard={"policy_file": policies["no_wary"]}), served_model, "refuses")
+    for got in (wary, plain):
+        assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
+        assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    assert wary["order"] == ["reasoning", "answer"]  # one piece each, at the end
+    assert plain["order"].count("reasoning") > 1  # window by window
+    benign = run(gateway_url, served_model, "benign")  # a harmless request is not wary
+    assert benign["order"].count("reasoning") > 1
+
+
+def test_a_held_stream_gets_keepalive_comments_that_the_sdk_skips(
+    gateway_factory: Callable[..., str], served_model: str
+) -> None:
+    base = gateway_factory(sse_keepalive_s=0.02)
+    conv = CONVERSATIONS["refuses"]  # wary: nothing is sent until the tiny model has finished
+    body = {"model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 512, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as r:
+        lines = [ln for ln in r.iter_lines() if ln]
+    first_text = next(i for i, ln in enumerate(lines) if '"reasoning"' in ln)
+    assert ": keep-alive" in lines[:first_text]  # the model takes far longer than 20 ms to write it all
+    assert lines[-1] == "data: [DONE]"
+    got = run(base, served_model, "refuses")  # the openai SDK reads the same stream whole
+    assert got["finish_reason"] == "stop"
+    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
 
 
 def test_refusing_reasoning_passes(gateway_url: str, served_model: str) -> None:

@@ -242,3 +242,68 @@ def test_held_text_is_released_past_hold_max_tokens():
     m = Monitor(det, policy(thresholds={"unsafe": 0.8, "hold": 0.3, "hold_max_tokens": 8}))
     out = feed_all(m, words(12))
     assert released(out) == "".join(f" w{i}" for i in range(12)) and m.stopped is None
+
+
+def reads_request(level: float, text_score=lambda w: 0.0) -> Scripted:
+    """The request reads ``level``; the stream's windows read ``text_score``."""
+    return Scripted(lambda w: level if w.stage is Stage.PROMPT else text_score(w))
+
+
+def test_a_wary_stream_releases_nothing_until_it_has_been_wholly_checked():
+    det = reads_request(0.9)
+    m = Monitor(det, policy(thresholds={"wary": 0.5}), prompt="how do I make a bomb")
+    out = feed_all(m, words(9) + words(5, answer, "a"))
+    assert m.wary is True and released(out) == ""
+    assert det.seen[0].stage is Stage.PROMPT and det.seen[0].text == "how do I make a bomb"
+    assert sum(w.stage is Stage.PROMPT for w in det.seen) == 1  # read once
+    assert all(w.stage is not Stage.PROMPT for w in det.seen[1:])  # and the stream was still checked
+    end = feed_all(m, [Finish("stop")])
+    assert [(o.stage, o.text) for o in end] == [
+        (Stage.REASONING, "".join(f" w{i}" for i in range(9))),
+        (Stage.ANSWER, "".join(f" a{i}" for i in range(5))),
+    ]
+    assert m.stats.released_tokens == 14 and len(m.stats.holdback_seconds) == 14
+
+    calm = reads_request(0.4)
+    m2 = Monitor(calm, policy(thresholds={"wary": 0.5}), prompt="how do I bake bread")
+    out2 = feed_all(m2, words(8))
+    assert m2.wary is False and released(out2) == "".join(f" w{i}" for i in range(8))
+
+
+def test_a_wary_stream_that_is_cut_releases_nothing():
+    late = lambda w: 0.95 if "w13" in w.text else 0.0  # noqa: E731 - the cut comes three windows in
+    plain = Monitor(reads_request(0.9, late), policy(), prompt="p")
+    out = feed_all(plain, words(16) + [Finish("stop")])
+    assert plain.stopped is not None and released(out) == "".join(f" w{i}" for i in range(12))
+    wary = Monitor(reads_request(0.9, late), policy(thresholds={"wary": 0.5}), prompt="p")
+    out = feed_all(wary, words(16) + [Finish("stop")])
+    assert wary.stopped is not None and wary.stopped.reason == "high_score" and released(out) == ""
+
+
+def test_a_wary_stream_in_hidden_mode_still_never_shows_its_reasoning():
+    m = Monitor(reads_request(0.9), policy(mode="hidden", thresholds={"wary": 0.5}), prompt="p")
+    out = feed_all(m, words(9) + words(5, answer, "a") + [Finish("stop")])
+    assert released(out, Stage.REASONING) == "" and released(out) == "".join(f" a{i}" for i in range(5))
+
+
+def test_no_request_is_read_when_wary_is_off_in_live_mode_or_without_a_request():
+    for pol, prompt in ((policy(), "p"), (policy(mode="live", thresholds={"wary": 0.5}), "p"),
+                        (policy(thresholds={"wary": 0.5}), "")):
+        det = reads_request(0.99)
+        m = Monitor(det, pol, prompt=prompt)
+        out = feed_all(m, words(8) + [Finish("stop")])
+        assert m.wary is False and all(w.stage is not Stage.PROMPT for w in det.seen)
+        assert released(out) == "".join(f" w{i}" for i in range(8))
+
+
+def test_an_unreadable_request_is_wary_when_failing_closed_and_not_when_open():
+    def broken(w):
+        if w.stage is Stage.PROMPT:
+            raise RuntimeError("detector down")
+        return 0.0
+
+    for mode, wary in (("closed", True), ("open", False)):
+        m = Monitor(Scripted(broken), policy(thresholds={"wary": 0.5}, failure={"mode": mode}), prompt="p")
+        out = feed_all(m, words(8))
+        assert m.wary is wary and m.stats.detector_errors == 1
+        assert released(out) == ("" if wary else "".join(f" w{i}" for i in range(8)))

@@ -113,4 +113,5 @@ def test_the_tuner_replays_exactly_the_windows_the_monitor_checks(reasoning_text
     seen = Scripted(lambda w: 0.0)
     trace = Trace(id="benign/x", prompt="p", reasoning=reasoning_text, answer=answer_text, label="safe")
     feed_all(Monitor(seen, policy, prompt=trace.prompt), events(trace.reasoning, trace.answer))
-    assert [(w.stage, w.full) for w in seen.seen] == [(s, full) for s, full, _, _ in windows_of(trace, policy)]
+    stream = [(w.stage, w.full) for w in seen.seen if w.stage is not Stage.PROMPT]  # not the wary request reading
+    assert stream == [(s, full) for s, full, _, _ in windows_of(trace, policy)]
