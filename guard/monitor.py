@@ -174,6 +174,8 @@ class Monitor:
             return self._release(track, include_suspect=True)
 
         th = self.policy.thresholds
+        if th.wary_window is not None and det.unsafe >= th.wary_window and self.policy.mode is not HoldBack.LIVE:
+            self.wary = True  # a doubtful stretch: what follows may be the harm the next windows confirm
         if track.stage is Stage.REASONING and det.refusal >= th.refusal:
             self.self_flagged = True
         if (

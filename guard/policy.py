@@ -62,6 +62,11 @@ class Thresholds(_Strict):
         description="a request whose harm reading is at or above this makes its stream wary: in buffered and hidden"
         " mode nothing of it is released until the whole stream has been checked (None: off)",
     )
+    wary_window: float | None = Field(
+        None, ge=0, le=1,
+        description="a window reading at or above this makes the rest of its stream wary: what is verified after it"
+        " waits for the stream's end (None: off)",
+    )
 
     @property
     def prompt_threshold(self) -> float:

@@ -49,7 +49,7 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def without_wary() -> dict[str, Any]:
     """The default policy with wary streams off: verified text streams out as it is checked."""
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    data["thresholds"]["wary"] = None
+    data["thresholds"]["wary"] = data["thresholds"]["wary_window"] = None
     return data
 
 

@@ -108,8 +108,11 @@ def test_a_wary_stream_leaks_nothing_and_its_hold_back_is_counted():
                  "Label every bottle. Wash your hands after weeding.", "safe")
     late_cut = Scripted(lambda w: 0.9 if w.stage.value == "prompt" else (0.999 if "Step three" in w.full else 0.0))
     base = Policy.load()
-    plain = evaluate([late, safe], late_cut, base.model_copy(update={"thresholds": base.thresholds.model_copy(update={"wary": None})}))
-    wary = evaluate([late, safe], late_cut, base.model_copy(update={"thresholds": base.thresholds.model_copy(update={"wary": 0.5})}))
+
+    def with_wary(level: float | None):
+        return base.model_copy(update={"thresholds": base.thresholds.model_copy(update={"wary": level, "wary_window": None})})
+
+    plain, wary = (evaluate([late, safe], late_cut, with_wary(level)) for level in (None, 0.5))
     assert plain["tp"] == wary["tp"] == 1 and plain["delay_tokens_p50"] == wary["delay_tokens_p50"]
     assert plain["leaked_tokens"] > 0 and wary["leaked_tokens"] == 0
     assert (plain["wary_streams"], wary["wary_streams"]) == (0, 2)

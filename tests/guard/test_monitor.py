@@ -307,3 +307,33 @@ def test_an_unreadable_request_is_wary_when_failing_closed_and_not_when_open():
         out = feed_all(m, words(8))
         assert m.wary is wary and m.stats.detector_errors == 1
         assert released(out) == ("" if wary else "".join(f" w{i}" for i in range(8)))
+
+
+def test_a_doubtful_window_makes_the_rest_of_the_stream_wary():
+    # a calm request; window 2 reads doubtful (held, never blocks), window 4 is the late cut
+    scores = {1: 0.6, 3: 0.95}
+    det = reads_request(0.1, lambda w: scores.get(len([s for s in det.seen if s.stage is not Stage.PROMPT]) - 1, 0.0))
+    pol = policy(thresholds={"wary": 0.5, "wary_window": 0.5, "hold": 0.5, "unsafe": 0.8, "high": 0.9})
+    m = Monitor(det, pol, prompt="p")
+    out = feed_all(m, words(12))
+    assert m.wary is True and released(out) == " w0 w1 w2 w3"  # the doubtful window and the clear one after it wait
+    out = feed_all(m, words(4, word="x"))
+    assert m.stopped is not None and released(out) == ""  # cut: what waited never goes out
+    # the same stream without the rule: the clear window releases the doubtful one before the cut
+    det2 = reads_request(0.1, lambda w: scores.get(len([s for s in det2.seen if s.stage is not Stage.PROMPT]) - 1, 0.0))
+    m2 = Monitor(det2, pol.model_copy(update={"thresholds": pol.thresholds.model_copy(update={"wary_window": None})}),
+                 prompt="p")
+    out2 = feed_all(m2, words(12) + words(4, word="x"))
+    assert m2.wary is False and m2.stopped is not None and released(out2) == "".join(f" w{i}" for i in range(12))
+
+
+def test_a_doubtful_window_in_a_stream_that_ends_clean_releases_everything_at_the_end():
+    det = reads_request(0.1, lambda w: 0.6 if "w5" in w.text else 0.0)
+    m = Monitor(det, policy(thresholds={"wary_window": 0.5, "hold": 0.5, "unsafe": 0.8}), prompt="p")
+    out = feed_all(m, words(12))
+    assert m.wary is True and released(out) == " w0 w1 w2 w3"
+    end = feed_all(m, [Finish("stop")])
+    assert released(end) == "".join(f" w{i}" for i in range(4, 12)) and m.stopped is None
+    live = Monitor(reads_request(0.1, lambda w: 0.6), policy(mode="live", thresholds={"wary_window": 0.5}), prompt="p")
+    feed_all(live, words(8))
+    assert live.wary is False
