@@ -6,10 +6,10 @@ already-checked context) goes to the detector. Safe text is released; an unsafe 
 as *suspect* until the debounce resolves it, so neither a single noisy window blocks nor does a
 suspect window leak while we wait for the next one; a doubtful reading (between ``hold`` and
 ``unsafe``) is held the same way without counting towards a block. A stream whose request reads
-as harmful (``thresholds.wary``) is *wary*: its verified text waits until the whole stream has
-been checked, because a detector that cuts a harm a few windows late has by then released its
-opening; a wary stream that is cut releases nothing. The server and the offline evaluator drive
-this same class.
+as harmful (``thresholds.wary``), or that has had a doubtful window (``thresholds.wary_window``),
+is *wary*: its verified text waits until the whole stream has been checked, because a detector
+that cuts a harm a few windows late has by then released its opening; a wary stream that is cut
+releases nothing more. The server and the offline evaluator drive this same class.
 """
 
 from __future__ import annotations

@@ -154,12 +154,13 @@ class GuardedCompletion:
                             yield out
                         if stopped is not None:
                             break
-                        now = time.perf_counter()
-                        if any(isinstance(out, Release) for out in outs):
-                            last_sent = now
-                        elif keepalive_s and now - last_sent >= keepalive_s:
-                            last_sent = now
-                            yield KeepAlive()
+                        if keepalive_s:
+                            now = time.perf_counter()
+                            if any(isinstance(out, Release) for out in outs):
+                                last_sent = now
+                            elif now - last_sent >= keepalive_s:
+                                last_sent = now
+                                yield KeepAlive()
                 except (httpx.HTTPError, APIError, ValueError) as exc:
                     log.warning("upstream stream failed request_id=%s: %r", self.request_id, exc)
                     self.completion_tokens += max(attempt_tokens, monitor.stats.tokens)

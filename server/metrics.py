@@ -100,7 +100,8 @@ class Metrics:
             ["model"], registry=r,
         )
         self.wary = Counter(
-            "thoughtguard_wary_streams", "Streams whose request read as harmful, released only once wholly checked",
+            "thoughtguard_wary_streams",
+            "Streams held back until wholly checked: the request read as harmful, or a window read doubtful",
             ["model"], registry=r,
         )
         self.saved = Counter(

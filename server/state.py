@@ -88,7 +88,7 @@ def record(
         if state.audit is not None:
             state.audit.decision(completion.request_id, model, v)
     m.observe_tiers(model, completion.prompt_check_tiers)
-    if completion.monitors and completion.monitors[0].wary:
+    if any(mon.wary for mon in completion.monitors):
         m.wary.labels(model).inc()
     for mon in completion.monitors:
         st = mon.stats
