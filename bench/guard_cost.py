@@ -119,13 +119,20 @@ def monitor_cost(traces: Sequence[Any], policy: Any, det: Any) -> dict[str, floa
 
 
 def implied_holdback(windows: Sequence[Any], check_p50: float, check_p99: float, tok_rate: float) -> dict[str, float]:
-    """Per-token wait in buffered mode at ``tok_rate``: fill of its window + the check."""
+    """Per-token wait in buffered mode at ``tok_rate``: fill of its window + the check.
+
+    Stream windows only: a wary stream's request reading is a check but holds no tokens, and a
+    wary stream's wait is the rest of its generation, which depends on the model, not the guard.
+    """
+    from guard.events import Stage
     from guard.replay import pieces
 
     gap = 1.0 / tok_rate
     waits: list[float] = []
     sizes: list[int] = []
     for w in windows:
+        if w.stage is Stage.PROMPT:
+            continue
         n = max(1, len(pieces(w.text)))
         sizes.append(n)
         waits += [(n - k) * gap for k in range(1, n + 1)]

@@ -157,13 +157,18 @@ class StaticClassifier:
     higher than either alone at the same false-positive rates (``guard/artifacts/README.md``).
     """
 
+    # a window under a request that reads harmless is also read without it, and the higher unsafe
+    # reading kept: a harmless request typed over a harmful image must not clear harmful text
+    # (guard/artifacts/README.md, Known weaknesses); None reads every window under its request only
+    REQUEST_BLIND_BELOW: float | None = 0.4
     PROMPT_CACHE = 1024  # requests whose hidden reading is kept (one per stream in flight, and then some)
     # the cache keys are the requests themselves: bound their text too, or a run of huge
     # prompts would stay in memory long after their streams ended
     PROMPT_CACHE_CHARS = 4_000_000
 
     def __init__(self, weights: Weights | Sequence[Weights], featurizer: Featurizer,
-                 meta: dict[str, object] | None = None) -> None:
+                 meta: dict[str, object] | None = None, *, blind_below: float | None = REQUEST_BLIND_BELOW) -> None:
+        self.blind_below = blind_below
         self.members = (weights,) if isinstance(weights, Weights) else tuple(weights)
         if not self.members:
             raise ValueError("a classifier needs at least one member network")
@@ -173,11 +178,12 @@ class StaticClassifier:
         self._prompt_chars = 0
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> "StaticClassifier":
+    def load(cls, directory: str | Path | None = None, *,
+             blind_below: float | None = REQUEST_BLIND_BELOW) -> "StaticClassifier":
         directory = Path(directory or ARTIFACT_DIR)
         members, meta = load_weights(directory)
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        return cls(members, Featurizer(tokenizer, max_tokens=members[0].max_tokens), meta)
+        return cls(members, Featurizer(tokenizer, max_tokens=members[0].max_tokens), meta, blind_below=blind_below)
 
     def _request(self, prompt: str) -> list[tuple[np.ndarray, np.ndarray] | None] | None:
         if not prompt or all(w.prompt is None for w in self.members):
@@ -208,22 +214,39 @@ class StaticClassifier:
 
     def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> np.ndarray:
         requests = [self._request(p) for p in prompts or ()]
-        out = [self._member_logits(i, w, token_ids, requests) for i, w in enumerate(self.members)]
-        return out[0] if len(out) == 1 else np.mean(out, axis=0)
+        blind = [] if self.blind_below is None else [
+            row for row, (p, r) in enumerate(zip(prompts or (), requests))
+            if r is not None and (self.prompt_harm(p) or 0.0) < self.blind_below
+        ]
+        members = [self._member_logits(i, w, token_ids, requests, blind) for i, w in enumerate(self.members)]
+        out = members[0][0] if len(members) == 1 else np.mean([m for m, _ in members], axis=0)
+        if blind:
+            alone = members[0][1] if len(members) == 1 else np.mean([b for _, b in members], axis=0)
+            for j, row in enumerate(blind):
+                if alone[j, 0] > out[row, 0]:  # the request lowered the reading: keep the text's own
+                    refusal = max(out[row, 1], alone[j, 1])
+                    out[row] = alone[j]
+                    out[row, 1] = refusal
+        return out
 
     @staticmethod
     def _member_logits(i: int, w: Weights, token_ids: Sequence[np.ndarray],
-                       requests: Sequence[list[tuple[np.ndarray, np.ndarray] | None] | None]) -> np.ndarray:
+                       requests: Sequence[list[tuple[np.ndarray, np.ndarray] | None] | None],
+                       blind: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Logits under each window's request, and for the ``blind`` rows, without it."""
         pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
         if w.peak is not None:
             pre += np.stack([w.peak.table[ids].max(axis=0) for ids in token_ids]) @ w.peak.mix
+        alone = np.maximum(pre[list(blind)], 0.0) @ w.w2 + w.b2  # the text's part is shared, so this is cheap
         for row, request in enumerate(requests):
             if request is not None and request[i] is not None:
                 pre[row] += request[i][1]  # type: ignore[index]
         out = np.maximum(pre, 0.0) @ w.w2 + w.b2
         if w.ngram is not None and w.ngram.blend:
             out[:, 0] = blended(out[:, 0], w.ngram, token_ids)
-        return out
+            if len(blind):
+                alone[:, 0] = blended(alone[:, 0], w.ngram, [token_ids[r] for r in blind])
+        return out, alone
 
     def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None) -> list[Detection]:
         ids = [self.featurizer(texts[0])] if len(texts) == 1 else self.featurizer.batch(list(texts))
@@ -249,8 +272,9 @@ class LearnedDetector(Detector):
 
     name = "learned"
 
-    def __init__(self, artifact_dir: str | Path | None = None, *, model: StaticClassifier | None = None) -> None:
-        self.model = model or StaticClassifier.load(artifact_dir)
+    def __init__(self, artifact_dir: str | Path | None = None, *, model: StaticClassifier | None = None,
+                 blind_below: float | None = StaticClassifier.REQUEST_BLIND_BELOW) -> None:
+        self.model = model or StaticClassifier.load(artifact_dir, blind_below=blind_below)
 
     async def detect(self, windows: Sequence[Window]) -> list[Detection]:
         if not windows:
