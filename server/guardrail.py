@@ -5,22 +5,11 @@ from __future__ import annotations
 from guard.detectors.base import Detector
 from guard.detectors.cascade import Cascade
 from guard.detectors.null import NullDetector
+from guard.detectors.stack import build, shipped_policy
 from guard.monitor import Monitor
 from guard.policy import HoldBack, Policy
 from server.config import GuardSettings
 from server.upstream import Upstream
-
-
-def _fast_detector(name: str) -> Detector:
-    from guard.detectors.classifier import LearnedDetector
-    from guard.detectors.ensemble import Ensemble
-    from guard.detectors.lexicon import LexiconDetector
-
-    if name == "lexicon":
-        return LexiconDetector()
-    if name == "learned":
-        return LearnedDetector()
-    return Ensemble(LearnedDetector(), LexiconDetector())
 
 
 class Guardrail:
@@ -32,7 +21,9 @@ class Guardrail:
         policy = Policy.load(settings.policy_file).with_mode(settings.mode)
         if not settings.enabled:
             return cls(NullDetector(), policy.with_mode(HoldBack.LIVE), enabled=False)
-        detector = _fast_detector(settings.detector)
+        detector = build(settings.detector)
+        if settings.policy_file is None:
+            policy = shipped_policy(detector, policy)
         gm = settings.guard_model
         if guard_upstream is not None:
             from guard.detectors.guard_model import GuardModelDetector
