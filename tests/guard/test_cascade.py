@@ -113,29 +113,3 @@ def test_prompt_check_reports_its_tiers() -> None:
     assert ok.verdict is None and [t.tier for t in ok.tiers] == ["learned+lexicon", "llama_guard_3"]
     bad = asyncio.run(check_prompt(Cascade(fast(0.5), Slow(0.0, fail=True)), policy, "hello"))
     assert bad.error and [(t.tier, t.failed) for t in bad.tiers] == [("learned+lexicon", False), ("llama_guard_3", True)]
-
-
-def test_geometric_merge_combines_the_tiers_and_keeps_the_fast_category() -> None:
-    class Peer(Slow):
-        seen: list[str] = []
-
-        async def detect(self, windows: Sequence[Window]) -> list[Detection]:
-            self.seen += [w.text for w in windows]
-            return [Detection(unsafe=self.unsafe, detector="contextual") for _ in windows]
-
-    first = Scripted(lambda w: 0.81 if "doubt" in w.text else 0.3)
-    first.name = "learned+lexicon"
-    peer = Peer(0.0, unsafe=0.25)
-    det = Cascade(first, peer, unsure=(0.5, float("inf")), merge="geometric")
-    found = asyncio.run(det.detect([Window(Stage.ANSWER, "doubt"), Window(Stage.ANSWER, "plain")]))
-    assert found[0].unsafe == pytest.approx((0.81 * 0.25) ** 0.5)  # 0.45: a doubt the peer does not share drops
-    assert (found[0].detector, found[1].detector) == ("contextual", "learned+lexicon")
-    assert found[1].unsafe == 0.3  # below the band: the fast reading stands
-    assert peer.seen == ["doubt"]
-    assert found[0].category == "S2"  # the fast tier's: the peer reports none
-
-
-def test_escalation_can_be_limited_to_stages() -> None:
-    det = Cascade(fast(0.6), Slow(0.0, unsafe=1.0), stages=(Stage.REASONING, Stage.ANSWER))
-    found = asyncio.run(det.detect([Window(Stage.PROMPT, "request"), Window(Stage.REASONING, "thought")]))
-    assert [d.unsafe for d in found] == [0.6, 1.0]
