@@ -118,8 +118,10 @@ def monitor_cost(traces: Sequence[Any], policy: Any, det: Any) -> dict[str, floa
     return {"tokens": n, "seconds_per_token": asyncio.run(run()) / n}
 
 
-def implied_holdback(windows: Sequence[Any], check_p50: float, check_p99: float, tok_rate: float) -> dict[str, float]:
-    """Per-token wait in buffered mode at ``tok_rate``: fill of its window + the check.
+def implied_holdback(windows: Sequence[Any], check_p50: float, check_p99: float, tok_rate: float,
+                     lookahead: int = 0) -> dict[str, float]:
+    """Per-token wait in buffered mode at ``tok_rate``: fill of its window + the check, then the
+    ``lookahead`` windows after it (each a mean window's fill + a check).
 
     Stream windows only: a wary stream's request reading is a check but holds no tokens, and a
     wary stream's wait is the rest of its generation, which depends on the model, not the guard.
@@ -137,12 +139,15 @@ def implied_holdback(windows: Sequence[Any], check_p50: float, check_p99: float,
         sizes.append(n)
         waits += [(n - k) * gap for k in range(1, n + 1)]
     fill50, fill99 = statistics.median(waits), sorted(waits)[int(0.99 * (len(waits) - 1))]
+    window_fill = statistics.mean(sizes) * gap
     return {
         "window_tokens_mean": statistics.mean(sizes),
         "fill_wait_p50_s": fill50,
         "fill_wait_p99_s": fill99,
-        "holdback_p50_s": fill50 + check_p50,
-        "holdback_p99_s": fill99 + check_p99,
+        "lookahead_windows": lookahead,
+        "lookahead_wait_s": lookahead * (window_fill + check_p50),
+        "holdback_p50_s": fill50 + check_p50 + lookahead * (window_fill + check_p50),
+        "holdback_p99_s": fill99 + check_p99 + lookahead * (window_fill + check_p99),
         "check_share_of_token_gap_p99": check_p99 / gap,
     }
 
@@ -194,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
             "checks_per_s": 1.0 / statistics.mean(secs),
             "window_chars_mean": statistics.mean(len(w.full) for w in windows),
             "monitor_us_per_token": mon["seconds_per_token"] * 1e6,
-            "implied_at_tok_rate": implied_holdback(windows, p50, p99, args.tok_rate),
+            "implied_at_tok_rate": implied_holdback(windows, p50, p99, args.tok_rate,
+                                                    policy.thresholds.lookahead_windows),
         }
         log(f"{name}: p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms, {1 / statistics.mean(secs):.0f} checks/s, "
             f"monitor {mon['seconds_per_token'] * 1e6:.1f} us/token")

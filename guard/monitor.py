@@ -9,7 +9,9 @@ suspect window leak while we wait for the next one; a doubtful reading (between 
 as harmful (``thresholds.wary``), or that has had a doubtful window (``thresholds.wary_window``),
 is *wary*: its verified text waits until the whole stream has been checked, because a detector
 that cuts a harm a few windows late has by then released its opening; a wary stream that is cut
-releases nothing more. The server and the offline evaluator drive this same class.
+releases nothing more. Any other stream keeps its last ``lookahead_windows`` verified windows back
+until as many later windows have passed, for the same reason at a bounded cost. The server and
+the offline evaluator drive this same class.
 """
 
 from __future__ import annotations
@@ -85,11 +87,20 @@ class Monitor:
 
     @property
     def verified_reasoning(self) -> str:
-        return self._tracks[Stage.REASONING].checked
+        """The reasoning a steer may continue from: checked, less what still waits for its lookahead
+        windows (the stretch just before a cut is where a harm the detector caught late began)."""
+        return self._confirmed(Stage.REASONING)
 
     @property
     def verified_answer(self) -> str:
-        return self._tracks[Stage.ANSWER].checked
+        return self._confirmed(Stage.ANSWER)
+
+    def _confirmed(self, stage: Stage) -> str:
+        checked = self._tracks[stage].checked
+        keep = self.policy.thresholds.lookahead_windows
+        waiting = sum(len(p) for st, pieces in (self._withheld[-keep:] if keep else []) if st is stage
+                      for p, _ in pieces)
+        return checked[:len(checked) - waiting]
 
     async def feed(self, event: Event) -> list[Output]:
         if self.stopped is not None:
@@ -99,7 +110,7 @@ class Monitor:
         if isinstance(event, Finish):
             out = await self._flush(Stage.REASONING)
             out += await self._flush(Stage.ANSWER)
-            return out if self.stopped is not None else out + self._emit()
+            return out if self.stopped is not None else out + self._emit(final=True)
         if not isinstance(event, TextDelta) or not event.text or event.stage not in self._tracks:
             return []  # prompt text is checked before generation (guard.prompt_check), not here
         out: list[Output] = []
@@ -267,11 +278,15 @@ class Monitor:
         self._withheld.append((track.stage, pieces))
         return [] if self.wary else self._emit()
 
-    def _emit(self) -> list[Output]:
-        """Release the verified text kept so far, in stream order (a wary stream's, at its end)."""
+    def _emit(self, *, final: bool = False) -> list[Output]:
+        """Release the verified text kept so far, in stream order (a wary stream's, at its end), less
+        the last ``lookahead_windows`` windows' until the stream ends."""
+        keep = 0 if final else self.policy.thresholds.lookahead_windows
+        ready = self._withheld[:-keep] if keep else self._withheld
+        self._withheld = self._withheld[len(ready):]
         out: list[Output] = []
         now = self.clock()
-        for stage, pieces in self._withheld:
+        for stage, pieces in ready:
             self.stats.holdback_seconds.extend(now - t for _, t in pieces)
             self.stats.released_tokens += len(pieces)
             text = "".join(p for p, _ in pieces)
@@ -279,5 +294,4 @@ class Monitor:
                 out[-1] = Release(stage, out[-1].text + text)
             else:
                 out.append(Release(stage, text))
-        self._withheld = []
         return out

@@ -50,6 +50,12 @@ class Thresholds(_Strict):
         " it never blocks by itself (1.0: off)",
     )
     hold_max_tokens: int = Field(64, ge=0, le=1024, description="held text is released once it grows past this")
+    lookahead_windows: int = Field(
+        0, ge=0, le=16,
+        description="verified text waits until this many later windows of its stream have passed too (the stream's"
+        " end releases the rest); a cut drops it, so a harm the detector confirms a window late does not leak its"
+        " opening (0: off)",
+    )
     refusal: float = Field(0.5, ge=0, le=1, description="reasoning above this has self-flagged the request")
     collapse: float = Field(0.3, ge=0, le=1, description="after a self-flag, an answer window at or above this that is no refusal blocks")
     end_of_stream: Literal["block", "release"] = "block"

@@ -42,14 +42,18 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "steer": policy_file(tmp, "steer", actions={"prompt": "allow", "reasoning": "steer", "answer": "block"}),
         "flag": policy_file(tmp, "flag", actions={"prompt": "allow", "reasoning": "flag", "answer": "flag"}),
         "open": policy_file(tmp, "open", failure={"mode": "open", "timeout_s": 2.0}),
-        "no_wary": policy_file(tmp, "no_wary", **without_wary()),
+        "streaming": policy_file(tmp, "streaming", **streaming()),
+        "no_lookahead": policy_file(tmp, "no_lookahead", **streaming(wary=True)),
     }
 
 
-def without_wary() -> dict[str, Any]:
-    """The default policy with wary streams off: verified text streams out as it is checked."""
+def streaming(*, wary: bool = False) -> dict[str, Any]:
+    """The default policy with the lookahead (and unless ``wary``, wary streams) off: verified text
+    streams out as it is checked."""
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    data["thresholds"]["wary"] = data["thresholds"]["wary_window"] = None
+    if not wary:
+        data["thresholds"]["wary"] = data["thresholds"]["wary_window"] = None
+    data["thresholds"]["lookahead_windows"] = 0
     return data
 
 
@@ -99,8 +103,8 @@ def test_self_flagged_reasoning_then_compliant_answer_is_blocked(
     conv = CONVERSATIONS["collapse"]
     # the default policy: the request reads as harmful, so the stream is wary, and a cut one shows nothing
     wary = run(gateway_url, served_model, "collapse")
-    # without wary streams, the thought that recognised the harm is safe and passes whole
-    plain = run(gateway_factory(guard={"policy_file": policies["no_wary"]}), served_model, "collapse")
+    # streaming window by window, the thought that recognised the harm is safe and passes whole
+    plain = run(gateway_factory(guard={"policy_file": policies["streaming"]}), served_model, "collapse")
     assert wary["reasoning"] == "" and plain["reasoning"].strip() == conv["reasoning"]
     for got in (wary, plain):
         assert got["finish_reason"] == "content_filter"
@@ -110,18 +114,31 @@ def test_self_flagged_reasoning_then_compliant_answer_is_blocked(
 
 
 def test_a_wary_stream_arrives_whole_once_it_is_all_checked(
-    gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+    gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
 ) -> None:
     conv = CONVERSATIONS["refuses"]  # a harmful request, a safe refusal
-    wary = run(gateway_url, served_model, "refuses")
-    plain = run(gateway_factory(guard={"policy_file": policies["no_wary"]}), served_model, "refuses")
+    windowed = gateway_factory(guard={"policy_file": policies["no_lookahead"]})  # wary streams on
+    wary = run(windowed, served_model, "refuses")
+    plain = run(gateway_factory(guard={"policy_file": policies["streaming"]}), served_model, "refuses")
     for got in (wary, plain):
         assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
         assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
     assert wary["order"] == ["reasoning", "answer"]  # one piece each, at the end
     assert plain["order"].count("reasoning") > 1  # window by window
-    benign = run(gateway_url, served_model, "benign")  # a harmless request is not wary
+    benign = run(windowed, served_model, "benign")  # a harmless request is not wary
     assert benign["order"].count("reasoning") > 1
+
+
+def test_lookahead_holds_the_last_windows_until_the_stream_ends(
+    gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+) -> None:
+    conv = CONVERSATIONS["benign"]  # a short thought: fewer windows than the default lookahead of 4
+    held = run(gateway_url, served_model, "benign")
+    windowed = run(gateway_factory(guard={"policy_file": policies["no_lookahead"]}), served_model, "benign")
+    for got in (held, windowed):
+        assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
+        assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    assert held["order"] == ["reasoning", "answer"] and windowed["order"].count("reasoning") > 1
 
 
 def test_a_held_stream_gets_keepalive_comments_that_the_sdk_skips(

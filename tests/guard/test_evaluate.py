@@ -49,10 +49,16 @@ def test_holdback_is_counted_in_tokens_on_safe_traces():
     """Buffered, a safe token waits for its window's check; live, it never waits."""
     text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
     trace = [Trace("benign/w", "p", "", text, "safe")]
-    policy = Policy.load().model_copy(update={"window": Policy.load().window.model_copy(update={"every_tokens": 4})})
+    base = Policy.load()
+    policy = base.model_copy(update={"window": base.window.model_copy(update={"every_tokens": 4}),
+                                     "thresholds": base.thresholds.model_copy(update={"lookahead_windows": 0})})
     buffered = evaluate(trace, Scripted(lambda w: 0.0), policy)
     # a window every 4 tokens: its tokens waited 3, 2, 1 and 0 tokens
     assert buffered["holdback_tokens_mean"] == 1.5 and buffered["holdback_tokens_p95"] == 3
+    ahead = policy.model_copy(update={"thresholds": policy.thresholds.model_copy(update={"lookahead_windows": 1})})
+    # one window of lookahead: the first three windows also wait for the next one (7, 6, 5, 4);
+    # the last goes out at the stream's end (3, 2, 1, 0)
+    assert evaluate(trace, Scripted(lambda w: 0.0), ahead)["holdback_tokens_mean"] == (3 * 22 + 6) / 16
     held = evaluate(trace, Scripted(lambda w: 0.6 if "one" in w.text else 0.0), policy)  # first window held
     assert held["holdback_tokens_mean"] > buffered["holdback_tokens_mean"]
     live = evaluate(trace, Scripted(lambda w: 0.0), policy.with_mode("live"))
@@ -109,12 +115,17 @@ def test_a_wary_stream_leaks_nothing_and_its_hold_back_is_counted():
     late_cut = Scripted(lambda w: 0.9 if w.stage.value == "prompt" else (0.999 if "Step three" in w.full else 0.0))
     base = Policy.load()
 
-    def with_wary(level: float | None):
-        return base.model_copy(update={"thresholds": base.thresholds.model_copy(update={"wary": level, "wary_window": None})})
+    def with_wary(level: float | None, lookahead: int = 0):
+        return base.model_copy(update={"thresholds": base.thresholds.model_copy(
+            update={"wary": level, "wary_window": None, "lookahead_windows": lookahead})})
 
-    plain, wary = (evaluate([late, safe], late_cut, with_wary(level)) for level in (None, 0.5))
-    assert plain["tp"] == wary["tp"] == 1 and plain["delay_tokens_p50"] == wary["delay_tokens_p50"]
+    plain, wary, ahead = (evaluate([late, safe], late_cut, with_wary(level, n)) for level, n in ((None, 0), (0.5, 0),
+                                                                                                (None, 4)))
+    assert plain["tp"] == wary["tp"] == ahead["tp"] == 1
+    assert plain["delay_tokens_p50"] == wary["delay_tokens_p50"] == ahead["delay_tokens_p50"]
     assert plain["leaked_tokens"] > 0 and wary["leaked_tokens"] == 0
+    # the lookahead alone covers this cut too: it comes within four windows of the onset
+    assert ahead["leaked_tokens"] == 0 and ahead["wary_streams"] == 0
     assert (plain["wary_streams"], wary["wary_streams"]) == (0, 2)
     assert wary["per_set"]["benign"]["wary"] == 1
     assert wary["holdback_tokens_mean"] > plain["holdback_tokens_mean"]  # the safe stream waited for its end

@@ -92,8 +92,9 @@ def test_unsafe_last_window_blocks_at_end_of_stream():
     text=st.text(alphabet="ab .\n", min_size=0, max_size=80),
     cuts=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=40),
     bad_at=st.integers(min_value=0, max_value=10),
+    lookahead=st.integers(min_value=0, max_value=3),
 )
-def test_hold_back_releases_only_checked_prefixes(text, cuts, bad_at):
+def test_hold_back_releases_only_checked_prefixes(text, cuts, bad_at, lookahead):
     chunks, i = [], 0
     for c in cuts * (len(text) // max(1, sum(cuts)) + 1):
         if i >= len(text):
@@ -101,7 +102,7 @@ def test_hold_back_releases_only_checked_prefixes(text, cuts, bad_at):
         chunks.append(text[i : i + c])
         i += c
     det = Scripted(lambda w: 0.6 if len(det.seen) - 1 >= bad_at else 0.0)
-    m = Monitor(det, policy())
+    m = Monitor(det, policy(thresholds={"lookahead_windows": lookahead}))
 
     async def run() -> str:
         out = ""
@@ -109,9 +110,12 @@ def test_hold_back_releases_only_checked_prefixes(text, cuts, bad_at):
             for o in await m.feed(reasoning(ch)):
                 if isinstance(o, Release):
                     out += o.text
-                    # whatever is released has been covered by a check already
+                    # whatever is released has been covered by a check already...
                     covered = "".join(w.text for w in det.seen)
                     assert covered.startswith(out)
+                    # ...and, before the stream's end, so have `lookahead` windows after it
+                    starts = [len(covered) - len("".join(w.text for w in det.seen[i:])) for i in range(len(det.seen))]
+                    assert sum(start >= len(out) for start in starts) >= lookahead
         for o in await m.feed(Finish("stop")):
             if isinstance(o, Release):
                 out += o.text
@@ -337,3 +341,29 @@ def test_a_doubtful_window_in_a_stream_that_ends_clean_releases_everything_at_th
     live = Monitor(reads_request(0.1, lambda w: 0.6), policy(mode="live", thresholds={"wary_window": 0.5}), prompt="p")
     feed_all(live, words(8))
     assert live.wary is False
+
+
+def test_lookahead_keeps_the_last_verified_windows_until_later_ones_pass():
+    det = Scripted(lambda w: 0.0)
+    m = Monitor(det, policy(thresholds={"lookahead_windows": 2}))
+    got = [released(feed_all(m, words(4, word=f"{k}w"))) for k in range(4)]
+    assert got == ["", "", " 0w0 0w1 0w2 0w3", " 1w0 1w1 1w2 1w3"]  # each window waits for two more
+    rest = feed_all(m, words(4, answer, "a") + [Finish("stop")])
+    # the stage change does not release early; the stream's end releases the rest in order
+    assert [(o.stage, o.text) for o in rest if isinstance(o, Release)] == [
+        (Stage.REASONING, " 2w0 2w1 2w2 2w3"), (Stage.REASONING, " 3w0 3w1 3w2 3w3"),
+        (Stage.ANSWER, " a0 a1 a2 a3")]
+
+
+def test_lookahead_drops_the_opening_of_a_harm_caught_a_window_late():
+    # the first window of the harm reads clean; the next two confirm it and block
+    harm = lambda w: 0.9 if ("w8" in w.text or "w12" in w.text) else 0.0  # noqa: E731
+    outs = {}
+    for n in (0, 1):
+        m = Monitor(Scripted(harm), policy(thresholds={"unsafe": 0.5, "lookahead_windows": n}))
+        outs[n] = feed_all(m, words(16))
+        assert verdicts(outs[n])[0].action is Action.BLOCK
+        if n:  # a steer would go back to before the unconfirmed window too
+            assert m.verified_reasoning == "".join(f" w{i}" for i in range(4))
+    assert released(outs[0]) == "".join(f" w{i}" for i in range(8))  # " w4..w7" leaked ahead of the cut
+    assert released(outs[1]) == "".join(f" w{i}" for i in range(4))
