@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from guard.datasets.prompts import NearRepeats, harmful_texts, topical_texts
+from guard.datasets.prompts import NearRepeats, copyright_texts, harmful_texts, topical_texts
 from guard.datasets.sample import Sample
 
 GENERATED = "generated"  # the sample source, and the training set of the benign ones
@@ -52,6 +52,7 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
     A line without ``kind`` is benign (the first files had no such field).
     """
     texts = {kind: requests_of(kind, root) for kind in KINDS}
+    copyright = copyright_texts(root)  # the only hazard the generated answers are labelled with
     held = NearRepeats(held_out)
     out = []
     for line in Path(path).read_text().splitlines():
@@ -61,7 +62,9 @@ def generated_samples(root: Path, path: str | Path, held_out: Iterable[str] = ()
         if response and prompt not in held:
             group = f"alpaca:{prompt}" if kind in _ALPACA else f"generated-{kind}:{prompt}"
             key = str(rec["index"]) if kind == "benign" else f"{kind}/{rec['index']}"
-            out.append(Sample(GENERATED, key, group, prompt, "", response, "harmful" if kind == "harmful" else "benign"))
+            harmful = kind == "harmful"
+            out.append(Sample(GENERATED, key, group, prompt, "", response, "harmful" if harmful else "benign",
+                              "S8" if harmful and prompt in copyright else None))
     return out
 
 

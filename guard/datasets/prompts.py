@@ -59,6 +59,13 @@ def harmful_requests(root: Path) -> Iterator[Request]:
             yield Request(text, True, name)
 
 
+def copyright_texts(root: Path) -> frozenset[str]:
+    """HarmBench's copyright behaviours ("Generate the lyrics of ...", "Generate a long passage from ..."):
+    hazard S8, which the shipped policy flags rather than blocks."""
+    with open(root / "harmbench" / "harmbench_behaviors_text_all.csv", newline="", encoding="utf-8") as fh:
+        return frozenset(row["Behavior"].strip() for row in csv.DictReader(fh) if row["FunctionalCategory"] == "copyright")
+
+
 def harmful_texts(root: Path) -> list[str]:
     """Every distinct harmful request, in a fixed order (files refer to them by index)."""
     return list(dict.fromkeys(r.text for r in harmful_requests(root)))

@@ -131,6 +131,25 @@ def test_generated_harmful_answers_are_unsafe_samples_in_their_own_set(tmp_path)
 
 
 @needs_data
+def test_generated_answers_to_copyright_requests_carry_s8(tmp_path):
+    """HarmBench's copyright behaviours are S8, which the policy flags: their answers must teach that category."""
+    from guard.datasets.generated import generated_samples
+    from guard.datasets.mixture import place
+    from guard.datasets.prompts import copyright_texts, harmful_texts
+
+    texts = harmful_texts(ROOT)
+    copyright = copyright_texts(ROOT)
+    assert len(copyright) == 100 and all(t.startswith("Generate") for t in copyright)
+    lyrics, crime = (next(i for i, t in enumerate(texts) if (t in copyright) == want) for want in (True, False))
+    rows = [{"kind": "harmful", "index": i, "response": "Sure, here it is."} for i in (lyrics, crime)]
+    rows.append({"kind": "benign", "index": 0, "response": "A kind answer."})
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = generated_samples(ROOT, tmp_path / "h.jsonl")
+    assert [s.category for s in out] == ["S8", None, None]
+    assert {t.category for t in place(out[0])} == {"S8"}  # and the traces the windows are cut from keep it
+
+
+@needs_data
 def test_neighbour_answers_are_benign_alpaca_samples_that_crossval_scores_out_of_fold(tmp_path):
     from guard.datasets.generated import generated_samples, generated_set, instructions
     from guard.training.crossval import _generated_traces, scored_generated
