@@ -37,8 +37,8 @@ from guard.datasets.trace import Trace
 from guard.detectors.classifier import StaticClassifier
 from guard.detectors.featurize import Featurizer
 from guard.policy import Policy
-from guard.training.distil import static_embeddings, tokenizer_path
-from guard.training.model import TrainConfig, add_config_arguments, config_from, normalise
+from guard.training.distil import token_table, tokenizer_path
+from guard.training.model import TrainConfig, add_config_arguments, config_from
 from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
 from guard.training.tune import GRID as TUNE_GRID
 from guard.training.tune import FLOORED, ScoredTrace, score_sets
@@ -132,7 +132,7 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, fit_seed: int | No
     root, policy, cfg = resolve_data_dir(data_dir), Policy.load(policy_path), config or TrainConfig()
     samples = load_samples(root)
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
-    table = normalise(static_embeddings(Path(cache_dir)))
+    table = token_table(Path(cache_dir), root, cfg.embeddings, cfg.sif)
     per_fold = []
     for k, fold in enumerate(fold_scores(samples, root, policy, featurizer, table, cfg, seed, generated, folds, scored,
                                                fit_seed)):

@@ -50,10 +50,16 @@ class TrainConfig:
     # logits (StaticClassifier); each member costs one more fit and one more table gather per check.
     # Two ship since session 11 (guard/artifacts/README.md, "Two fits averaged")
     members: int = 2
+    # the frozen token vectors (guard.training.distil.token_table): MiniLM's reading of each token
+    # alone, its average reading in a corpus, or both side by side
+    embeddings: str = "isolated"
+    sif: float = 0.0  # smooth inverse frequency weighting of the token vectors (distil.token_table); 0: off
 
 
 def add_config_arguments(parser) -> None:
     """The variant switches ``thoughtguard train`` and ``python -m guard.training.crossval`` share."""
+    from guard.training.distil import EMBEDDINGS
+
     base = TrainConfig()
     parser.add_argument("--peak-width", type=int, default=base.peak_width,
                         help="columns of the max-pooled pathway (0: off, the shipped recipe; training takes ~8x longer)")
@@ -62,12 +68,18 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--members", type=int, default=base.members,
                         help="networks fitted from consecutive seeds and served as their logit mean (default "
                              f"{base.members}, the shipped recipe; training time and artifact size grow with it)")
+    parser.add_argument("--sif", type=float, default=base.sif,
+                        help="scale token vectors by a / (a + p(token)), p the corpus frequency (0: off, the shipped recipe)")
+    parser.add_argument("--embeddings", choices=EMBEDDINGS, default=base.embeddings,
+                        help="frozen token vectors: each token read alone (the shipped recipe), averaged over its "
+                             "uses in a corpus, or both side by side (guard.training.distil.token_table)")
 
 
 def config_from(args) -> TrainConfig:
     if args.members < 1:
         raise SystemExit("--members must be at least 1")
-    return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members)
+    return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members,
+                       embeddings=args.embeddings, sif=args.sif)
 
 
 def normalise(table: np.ndarray) -> np.ndarray:

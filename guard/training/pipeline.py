@@ -51,8 +51,8 @@ from guard.detectors.ngrams import NgramWeights
 from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
 from guard.replay import pieces
-from guard.training.distil import static_embeddings, tokenizer_path
-from guard.training.model import TrainConfig, fit, fold, normalise, padded, pooled
+from guard.training.distil import token_table, tokenizer_path
+from guard.training.model import TrainConfig, fit, fold, padded, pooled
 from guard.training.ngrams import fit_ngrams
 from guard.training.tune import ScoredTrace, ScoredWindow, floored, tune, windows_of
 from guard.training.windows import windows, window_tokens
@@ -294,7 +294,7 @@ def train(
     _log(f"{len(samples)} samples, {len(fit_samples)} in the fit split")
 
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
-    table = normalise(static_embeddings(cache))
+    table = token_table(cache, root, cfg.embeddings, cfg.sif)
     weights, n_windows = fit_weights(fit_samples, _held_out_prompts(samples, root, seed), root, policy, featurizer,
                                      table, cfg, seed, generated)
     model = StaticClassifier(weights, featurizer)
