@@ -78,6 +78,8 @@ def add_config_arguments(parser) -> None:
 def config_from(args) -> TrainConfig:
     if args.members < 1:
         raise SystemExit("--members must be at least 1")
+    if args.sif < 0:
+        raise SystemExit("--sif must be 0 (off) or positive")
     return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members,
                        embeddings=args.embeddings, sif=args.sif)
 
