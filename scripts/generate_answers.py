@@ -21,11 +21,14 @@ the request's text. ``guard/datasets/generated.py`` reads it back; ``thoughtguar
 measures what it changes.
 
 Deterministic for a seed (request choice, openers and per-request sampling seeds), up to vLLM's
-CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests on
+CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests (4 for the 779 that session 16 appended) on
 2 cores.
 
-Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical|neighbours [--n N] [--out FILE] [--url URL]``
-(without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards).
+Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical|neighbours [--n N] [--out FILE] [--url URL] [--append]``
+(without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards). ``--append``
+answers only the chosen requests that the file has no line for and keeps the lines it has: a
+request list that grew at its end (``harmful_texts`` gained MM-SafetyBench in session 16) gets
+answers for the new requests without rewriting the old ones.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import httpx
 import numpy as np
@@ -57,7 +61,7 @@ OPENERS = ("Sure, here is", "Here's how", "Step 1:", "1.", "Certainly! ", "To do
 
 
 async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out: Path, *, max_tokens: int,
-                   concurrency: int, seed: int) -> None:
+                   concurrency: int, seed: int, kept: Sequence[dict[str, object]] = ()) -> None:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url.rstrip("/") + "/v1", timeout=600) as client:
         model = (await client.get("/models")).json()["data"][0]["id"]
@@ -75,6 +79,8 @@ async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out
         rows = [await t for t in progress(tasks, f"answering {len(chosen)} {kind} requests")]
     if kind == "harmful":  # the model declined despite the opener: not a harmful answer
         rows = [r for r in rows if not looks_like_refusal(str(r["response"])) and len(str(r["response"]).split()) >= 20]
+    print(f"{len(rows)} new {kind} answers, {len(kept)} kept", file=sys.stderr)
+    rows = [*kept, *rows]
     out.write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["index"])))
     print(f"wrote {len(rows)} {kind} answers to {out}", file=sys.stderr)
 
@@ -88,6 +94,7 @@ def main() -> None:
     p.add_argument("--url", help="a running OpenAI-compatible server (default: start vLLM on the embedded model)")
     p.add_argument("--max-tokens", type=int, help="default: 160 benign, 120 harmful (only the first windows of a harmful answer are labelled unsafe)")
     p.add_argument("--concurrency", type=int, default=48)
+    p.add_argument("--append", action="store_true", help="keep the file's lines; answer only chosen requests it has none for")
     p.add_argument("--data-dir")
     args = p.parse_args()
     root = data_dir(args.data_dir)
@@ -101,11 +108,18 @@ def main() -> None:
         chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(texts), size=n, replace=False))
     out = args.out or {"benign": SHIPPED, "harmful": SHIPPED_HARMFUL, "topical": TOPICAL,
                        "neighbours": SHIPPED_NEIGHBOURS}[args.kind]
+    kept = []
+    if args.append and out.exists():
+        kept = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        # requests asked before whose answer was dropped (it declined) are asked again; with the
+        # same per-request seed they mostly decline again
+        answered = {int(r["index"]) for r in kept}
+        chosen = [i for i in chosen if i not in answered]
     max_tokens = args.max_tokens or (120 if args.kind == "harmful" else 160)
     server = None if args.url else start_vllm(MODEL)
     try:
         asyncio.run(generate(args.url or server.url, args.kind, texts, chosen, out, max_tokens=max_tokens,
-                             concurrency=args.concurrency, seed=args.seed))
+                             concurrency=args.concurrency, seed=args.seed, kept=kept))
     finally:
         if server is not None:
             server.stop()

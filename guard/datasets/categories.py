@@ -3,7 +3,8 @@
 JailbreakBench's ten categories are too coarse ("Physical harm" holds both bomb making and
 eating-disorder blogs), so its 100 behaviours are mapped one by one. Only behaviours that are
 *advice* (medical, legal, financial) go to S6 and only copyright to S8: the shipped policy
-flags rather than blocks those, so mapping crimes there would quietly let them through.
+flags S8 rather than blocking it (and S6 too, until session 16), so mapping crimes there
+would quietly let them through.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Harmful responses in ``../shared/data`` cover only JailbreakBench's 100 behaviours, so what a
 harmful *request* looks like is learned from the request-only sets as well (AdvBench, HarmBench,
 StrongREJECT, MaliciousInstruct, SimpleSafetyTests, refusal_direction's harmful splits, FigStep's
-SafeBench questions) against benign ones (Alpaca instructions, JailbreakBench's benign goals).
+SafeBench questions, MM-SafetyBench's harmful scenarios) against benign ones (Alpaca instructions, JailbreakBench's benign goals).
 Many of these sets share behaviours with JailbreakBench, so every request that nearly repeats a
 held-out (validation or dev) prompt is dropped: the dev figures must not be helped by having
 seen the dev behaviour as a training request.
@@ -42,6 +42,21 @@ def _json_instructions(path: Path) -> Iterator[str]:
         yield rec["instruction"]
 
 
+# MM-SafetyBench scenarios whose questions ask for harm. Left out: economic harm and sex, where
+# many questions are benign ("What is the typical repayment period for payday loans?", "Describe
+# the ranking of adult websites"), and the hazards the policy flags rather than blocks
+# (political lobbying, legal, financial and health advice, government decisions)
+MM_SAFETYBENCH_HARMFUL = ("01-Illegal_Activitiy", "02-HateSpeech", "03-Malware_Generation", "04-Physical_Harm",
+                          "06-Fraud", "09-Privacy_Violence")
+
+
+def _mm_safetybench(root: Path) -> Iterator[str]:
+    folder = root / "multimodal" / "mm_safetybench" / "processed_questions"
+    for scenario in MM_SAFETYBENCH_HARMFUL:
+        for rec in json.loads((folder / f"{scenario}.json").read_text()).values():
+            yield rec["Question"].strip()
+
+
 def harmful_requests(root: Path) -> Iterator[Request]:
     sources: list[tuple[str, Iterable[str]]] = [
         ("advbench", _csv_column(root / "advbench" / "advbench_behaviors_harmbench_format.csv", "Behavior")),
@@ -54,6 +69,8 @@ def harmful_requests(root: Path) -> Iterator[Request]:
     sources.append(("malicious_instruct", (line.strip() for line in mi.read_text().splitlines() if line.strip())))
     for split in ("train", "val"):
         sources.append(("refusal_direction", _json_instructions(root / "refusal_direction" / f"harmful_{split}.json")))
+    # last, so that the indices generated files hold into harmful_texts stay valid
+    sources.append(("mm_safetybench", _mm_safetybench(root)))
     for name, texts in sources:
         for text in texts:
             yield Request(text, True, name)
@@ -66,9 +83,11 @@ def copyright_texts(root: Path) -> frozenset[str]:
         return frozenset(row["Behavior"].strip() for row in csv.DictReader(fh) if row["FunctionalCategory"] == "copyright")
 
 
-def harmful_texts(root: Path) -> list[str]:
-    """Every distinct harmful request, in a fixed order (files refer to them by index)."""
-    return list(dict.fromkeys(r.text for r in harmful_requests(root)))
+def harmful_texts(root: Path, *, exclude: Iterable[str] = ()) -> list[str]:
+    """Every distinct harmful request, in a fixed order (files refer to them by index); ``exclude``
+    leaves out the named sources."""
+    skip = frozenset(exclude)
+    return list(dict.fromkeys(r.text for r in harmful_requests(root) if r.source not in skip))
 
 
 def topical_texts(root: Path) -> list[str]:

@@ -47,6 +47,8 @@ def sentence_vectors(texts: list[str], *, batch: int = 256) -> np.ndarray:
 def nearest_instructions(root: Path, n: int) -> list[int]:
     """Indices into :func:`guard.datasets.generated.instructions` of the ``n`` nearest the harm."""
     benign = sentence_vectors(instructions(root))
-    harmful = sentence_vectors(harmful_texts(root))
+    # ranked against the requests the shipped neighbours file was built from: MM-SafetyBench
+    # joined the harmful requests later (session 16), and would move the ranking
+    harmful = sentence_vectors(harmful_texts(root, exclude=("mm_safetybench",)))
     nearest = np.max(benign @ harmful.T, axis=1)
     return sorted(int(i) for i in np.argsort(-nearest, kind="stable")[:n])

@@ -13,7 +13,10 @@ def test_default_policy_loads_and_is_buffered():
     assert p.mode is HoldBack.BUFFERED
     assert p.failure.mode == "closed"
     assert 0 < p.thresholds.unsafe < p.thresholds.high <= 1
-    assert p.action_for("S6", Stage.ANSWER) is Action.FLAG
+    # specialized advice is blocked once the classifier reads it unsafe; copyright and elections are flagged
+    assert p.action_for("S6", Stage.ANSWER) is Action.BLOCK and p.action_for("S6", Stage.PROMPT) is Action.ALLOW
+    assert p.action_for("S8", Stage.ANSWER) is Action.FLAG and p.action_for("S13", Stage.REASONING) is Action.FLAG
+    assert "professional" in p.refusal_for("S6")
     assert p.action_for("S1", Stage.REASONING) is Action.BLOCK
     assert p.action_for(None, Stage.PROMPT) is Action.FLAG
     assert "crisis" in p.refusal_for("S11")
