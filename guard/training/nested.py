@@ -10,7 +10,13 @@ two recipes), each window's unsafe and refusal readings are first averaged as lo
 logit-mean ensemble, judged before anyone builds or serves it. Window scores do not depend on
 thresholds, so nothing is refitted.
 
-``python -m guard.training.nested DIR [DIR ...] [--max-fpr 0.05] [--policy FILE]``
+``--pooled`` instead tunes once on every fold together, as ``thoughtguard train --tune-on
+crossval`` does; with ``--artifact DIR`` that artifact's own validation scores join the pool as
+``<set>@val`` sets, as in ``train``. It prints the thresholds the policy should carry. This is
+how a policy change (a category's action, the window) gets its thresholds re-tuned without
+refitting the networks; the folds must come from the shipped recipe and generated files.
+
+``python -m guard.training.nested DIR [DIR ...] [--max-fpr 0.05] [--policy FILE] [--pooled [--artifact DIR]]``
 """
 
 from __future__ import annotations
@@ -93,6 +99,26 @@ def nested(folds: Sequence[list[ScoredTrace]], policy: Policy, *, max_fpr: float
             "delay_p95": round(float(np.mean([f["delay_p95"] for f in per_fold])), 1)}
 
 
+def pooled(folds: Sequence[list[ScoredTrace]], policy: Policy, extra: Sequence[ScoredTrace] = (), *,
+           max_fpr: float = 0.05) -> dict[str, object]:
+    """The thresholds tuned on every fold at once plus ``extra``, and the tuner's figures there."""
+    pool = floored([st for fold in folds for st in fold] + list(extra))
+    th, sets = tune(pool, policy, max_fpr=max_fpr)
+    return {"thresholds": {"unsafe": th.unsafe, "high": th.high, "collapse": th.collapse},
+            "simulated": {name: round(v["rate"], 4) for name, v in sets.items() if name != "_delay"},
+            "delay_p95": sets["_delay"]["p95"], "traces": len(pool)}
+
+
+def validation_scores(artifact: str | Path | None, policy: Policy, data_dir: str | None = None) -> list[ScoredTrace]:
+    """The artifact's scores on the validation slice, renamed ``<set>@val``, as ``train`` adds them."""
+    from guard.datasets import split_traces
+    from guard.detectors.classifier import LearnedDetector
+    from guard.training.pipeline import _renamed, _scored
+
+    model = LearnedDetector(artifact).model
+    return [_renamed(st, "@val") for st in _scored(split_traces("val", data_dir), model, policy)]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m guard.training.nested", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,12 +126,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-fpr", type=float, default=0.05, help="the floor every named safe set is tuned to")
     p.add_argument("--policy", help="policy YAML whose debounce rules and actions are replayed (default: "
                                     "guard/policies/default.yaml); its window must be the one the folds were scored with")
+    p.add_argument("--pooled", action="store_true", help="tune once on all folds together (what train ships) "
+                                                           "instead of judging each fold")
+    p.add_argument("--artifact", help="with --pooled: add this artifact's validation scores to the pool, as train does")
+    p.add_argument("--data-dir")
     args = p.parse_args(argv)
+    if args.artifact and not args.pooled:
+        raise SystemExit("--artifact goes with --pooled")
     members = [load_folds(f) for f in args.folders]
     if len({len(m) for m in members}) != 1:
         raise SystemExit("the folders hold different numbers of folds")
     folds = [logit_mean(per_fold) for per_fold in zip(*members)]
-    print(json.dumps({"members": args.folders, **nested(folds, Policy.load(args.policy), max_fpr=args.max_fpr)}))
+    policy = Policy.load(args.policy)
+    if args.pooled:
+        extra = validation_scores(args.artifact, policy, args.data_dir) if args.artifact else []
+        print(json.dumps({"members": args.folders, **pooled(folds, policy, extra, max_fpr=args.max_fpr)}))
+        return
+    print(json.dumps({"members": args.folders, **nested(folds, policy, max_fpr=args.max_fpr)}))
 
 
 if __name__ == "__main__":

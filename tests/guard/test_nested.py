@@ -68,3 +68,19 @@ def test_the_cli_replays_the_folds_under_the_given_policy(tmp_path, capsys):
     policy.write_text("actions: {answer: flag}\n")
     main([str(tmp_path), "--policy", str(policy)])
     assert json.loads(capsys.readouterr().out)["mean_recall"] == 0.0
+
+
+def test_pooled_tunes_once_on_every_fold_and_the_extra_traces():
+    from guard.training.nested import pooled
+
+    folds = [_fold(2), _fold(0), _fold(0), _fold(0)]  # 2 of 40 benign read 0.5
+    out = pooled(folds, Policy.load(None))
+    # every unsafe trace reads 0.85, so the tuner keeps the benign ones out: a threshold over 0.5
+    assert out["traces"] == 80 and 0.5 < out["thresholds"]["unsafe"] <= 0.85
+    assert out["simulated"]["benign"] == 0.0 and out["simulated"]["unsafe_answer"] == 1.0
+    # two unsafe validation traces that read only 0.55 pull it down to where the two benign
+    # traces are flagged (5 %, still at the floor): the extra traces are tuned on, as a set of their own
+    extra = [_trace("unsafe_answer@val", i, [0.55] * 3) for i in range(2)]
+    out = pooled(folds, Policy.load(None), extra)
+    assert out["traces"] == 82 and out["thresholds"]["unsafe"] <= 0.5
+    assert out["simulated"]["unsafe_answer@val"] == 1.0 and out["simulated"]["benign"] == 0.05
