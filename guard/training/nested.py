@@ -113,10 +113,9 @@ def validation_scores(artifact: str | Path | None, policy: Policy, data_dir: str
     """The artifact's scores on the validation slice, renamed ``<set>@val``, as ``train`` adds them."""
     from guard.datasets import split_traces
     from guard.detectors.classifier import LearnedDetector
-    from guard.training.pipeline import _renamed, _scored
+    from guard.training.pipeline import validation_sets
 
-    model = LearnedDetector(artifact).model
-    return [_renamed(st, "@val") for st in _scored(split_traces("val", data_dir), model, policy)]
+    return validation_sets(split_traces("val", data_dir), LearnedDetector(artifact).model, policy)
 
 
 def main(argv: list[str] | None = None) -> None:

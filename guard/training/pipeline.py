@@ -205,6 +205,12 @@ def _scored(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace
     return scored
 
 
+def validation_sets(traces, model: StaticClassifier, policy: Policy) -> list[ScoredTrace]:
+    """The shipped model's own scores on the validation traces, as sets ``<set>@val`` of their own:
+    the floor must hold for the model that ships, not only for the fold models."""
+    return [_renamed(st, "@val") for st in _scored(traces, model, policy)]
+
+
 def _renamed(st: ScoredTrace, suffix: str) -> ScoredTrace:
     """The same scores under the set ``<set><suffix>``, which the tuner then judges on its own."""
     set_name, _, rest = st.trace.id.partition("/")
@@ -311,7 +317,7 @@ def train(
                   for st in scored]
         # and the artifact itself on the validation slice, as sets of their own: the floor must hold
         # for the model that ships, not only for the fold models (their scores sit a little lower)
-        tuning += [_renamed(st, "@val") for st in _scored(val, model, policy)]
+        tuning += validation_sets(val, model, policy)
     else:
         tuning = _scored(val, model, policy)
     thresholds, tuned_sets = tune(floored(tuning), policy)
