@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,15 +109,33 @@ class VLLMProcess:
         return None if self.proc is None else self.proc.poll()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM the whole process group, SIGKILL what is left after ``timeout``; returns once
+        every member has exited, not only the API server that leads it: its engine core and
+        workers can outlive it by seconds on a busy machine, and would be orphans."""
+        if self.proc is None:
             return
+        group = self.proc.pid
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None and not _group_running(group):
+                return
             try:
-                os.killpg(self.proc.pid, sig)
+                os.killpg(group, sig)
             except ProcessLookupError:
                 return
-            try:
-                self.proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None and not _group_running(group):
+                    return
+                time.sleep(0.05)
+
+
+def _group_running(group: int) -> bool:
+    """Whether a process of the group still runs; zombies waiting for their reaper do not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # it exited while we looked
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False
