@@ -55,6 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONVERSATIONS = ROOT / "scripts" / "tiny_mlrm_conversations.json"
 GUARD_PROMPTS = ROOT / "guard" / "detectors" / "guard_prompts.py"
 STAMP = ".build-stamp"
+HINTS = ModelHints(
+    vllm_args=[*CPU_ARGS, "--reasoning-parser", "deepseek_r1", "--limit-mm-per-prompt", '{"image": 2, "video": 0}'],
+    env=CPU_ENV,
+)
 SEED = 1234
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -420,10 +424,7 @@ def save(model: Qwen2VLForConditionalGeneration, processor: Qwen2VLProcessor, ou
         eos_token_id=[tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tok.pad_token_id,
     ).save_pretrained(tmp)
-    ModelHints(
-        vllm_args=[*CPU_ARGS, "--reasoning-parser", "deepseek_r1", "--limit-mm-per-prompt", '{"image": 2, "video": 0}'],
-        env=CPU_ENV,
-    ).write(tmp)
+    HINTS.write(tmp)
     if stamp:
         (tmp / STAMP).write_text(stamp + "\n")
     shutil.rmtree(out, ignore_errors=True)
@@ -440,6 +441,7 @@ def main() -> None:
     out: Path = args.out.resolve()
     stamp = f"{source_hash()} steps={args.steps} lr={args.lr}"
     if not args.force and (out / STAMP).is_file() and (out / STAMP).read_text().strip() == stamp:
+        HINTS.write(out)  # serving flags change without the weights (server/supervisor.py CPU_ARGS)
         print(f"{out} is up to date (stamp {stamp[:12]}); --force to rebuild")
         return
 

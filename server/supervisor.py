@@ -66,7 +66,13 @@ class ModelHints:
 
 # what these CPU machines need for a small model (see ../shared/notes/vllm-on-cpu.md)
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
-CPU_ARGS = ["--enforce-eager", "--max-model-len", "4096", "--gpu-memory-utilization", "0.2"]
+# No chunked prefill: when a prompt is split across steps, vLLM rewinds a seeded request's
+# sampler by an offset that a CPU torch.Generator does not have, and the engine core dies
+# ("CPU Generator does not use offset"; seen with one seeded 2,531-token prompt, over the 2,048
+# tokens a CPU batch holds by default, and with six distinct 1,300-token ones at once:
+# tests/e2e/test_seeded.py). Unchunked prompts need a batch budget of at least the model length.
+CPU_ARGS = ["--enforce-eager", "--max-model-len", "4096", "--gpu-memory-utilization", "0.2",
+            "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
 
 
 @dataclass

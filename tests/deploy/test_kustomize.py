@@ -91,6 +91,9 @@ def test_cpu_demo_runs_vllm_on_cpu(kustomize_build: Build) -> None:
     assert "vllm-cpu-release-repo" in vllm["image"]
     args = vllm["args"]
     assert args[args.index("--port") + 1] == "8001"
+    # seeded requests must not meet a chunked prefill on CPU (tests/e2e/test_seeded.py)
+    assert "--no-enable-chunked-prefill" in args
+    assert int(args[args.index("--max-num-batched-tokens") + 1]) >= int(args[args.index("--max-model-len") + 1])
     template = args[args.index("--chat-template") + 1]
     (dep,) = find(objs, "Deployment")
     assert dep["metadata"]["namespace"] == "thoughtguard-demo"

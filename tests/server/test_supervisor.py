@@ -42,3 +42,29 @@ def test_stop_kills_a_member_that_ignores_sigterm(tmp_path):
     started = time.monotonic()
     vllm.stop(timeout=0.5)
     assert not _group_running(vllm.proc.pid) and time.monotonic() - started < 10
+
+
+def test_an_up_to_date_model_folder_gets_the_current_serving_flags(tmp_path):
+    """Serving flags change without the weights (chunked prefill went off in session 17), so
+    `make models` rewrites the hints even where the stamp says the weights are current."""
+    import json
+    import os
+    from pathlib import Path
+
+    from server.supervisor import CPU_ARGS, SERVE_HINTS, ModelHints
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "tiny"
+    out.mkdir()
+    stamp = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv=['x']; sys.path.insert(0, 'scripts'); import build_tiny_mlrm as b; "
+                               "print(f'{b.source_hash()} steps=200 lr=0.01')"],
+        cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    (out / ".build-stamp").write_text(stamp + "\n")
+    (out / SERVE_HINTS).write_text(json.dumps({"vllm_args": ["--enforce-eager"], "env": {}}))
+    run = subprocess.run([sys.executable, "scripts/build_tiny_mlrm.py", "--out", str(out)], cwd=root,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr
+    assert "up to date" in run.stdout  # no rebuild
+    args = ModelHints.for_model(str(out)).vllm_args
+    assert args[: len(CPU_ARGS)] == CPU_ARGS and "--no-enable-chunked-prefill" in args
