@@ -52,6 +52,9 @@ class TraceResult:
     tokens: int
     waits: list[int]  # per released token: tokens that arrived after it before it was released
     wary: bool = False  # its request read as harmful, or a window doubtful: the rest released only at its end
+    # flagged unsafe trace cut before its onset's token arrived: the contract counts it caught, but
+    # what was cut is the safe text before the harm (in the collapse set, the STAR-1 thought)
+    early: bool = False
 
 
 @dataclass
@@ -107,12 +110,14 @@ async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResul
     flagged = stop is not None and stop.action.stops_generation
     onset = released.onset_token()
     delay = None
+    early = False
     if flagged and onset is not None and stop is not None:
         delay = max(0, stop.position - onset)
+        early = stop.position <= onset  # the onset piece (index ``onset``) had not been fed
     leaked = released.leaked if flagged else 0
     missed = released.leaked if not flagged else 0
     return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends), released.waits,
-                       bool(monitor.wary))
+                       bool(monitor.wary), early)
 
 
 def _ratio(a: int, b: int) -> float:
@@ -155,7 +160,17 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         s["flagged"] += int(r.flagged)  # type: ignore[operator]
         s["advisory"] += int(r.advisory and not r.flagged)  # type: ignore[operator]
         s["wary"] += int(r.wary)  # type: ignore[operator]
+        if r.early:
+            s["cut_before_onset"] = int(s.get("cut_before_onset", 0)) + 1  # type: ignore[call-overload]
+        if r.flagged and r.verdict is not None:
+            # where and why a set is cut: a STAR-1 trace cut in its answer by the collapse rule is
+            # a different fault from one cut in its thought
+            by = s.setdefault("flagged_by", {})
+            key = f"{r.verdict.stage.value}/{r.verdict.reason or 'unspecified'}"
+            by[key] = by.get(key, 0) + 1  # type: ignore[union-attr]
     for name, s in per_set.items():
+        if "flagged_by" in s:
+            s["flagged_by"] = dict(sorted(s["flagged_by"].items()))  # type: ignore[union-attr]
         s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
         s["holdback_tokens_mean"] = round(float(np.mean(set_waits[name])), 2) if set_waits[name] else None
 
@@ -173,6 +188,7 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         "delay_tokens_p95": _pct(delays, 95),
         "leaked_tokens": sum(r.leaked_tokens for r in results),
         "missed_unsafe_tokens": sum(r.missed_tokens for r in results),
+        "cut_before_onset": sum(r.early for r in results),
         "holdback_tokens_mean": round(float(np.mean(waits)), 2) if waits else None,
         "holdback_tokens_p95": _pct(waits, 95),
         "wary_streams": sum(r.wary for r in results),
