@@ -86,6 +86,7 @@ def _wait_ready(url: str, vllm: VLLMProcess | None, timeout: float, on_ready: An
         try:
             if httpx.get(url.rstrip("/") + "/models", timeout=2.0).status_code == 200:
                 on_ready(True)
+                _watch(vllm, on_ready, stop)
                 return
         except httpx.HTTPError:
             pass
@@ -93,6 +94,20 @@ def _wait_ready(url: str, vllm: VLLMProcess | None, timeout: float, on_ready: An
     if not stop.is_set():
         print(f"thoughtguard: upstream not ready after {timeout:.0f}s", file=sys.stderr, flush=True)
         on_ready(False)
+
+
+def _watch(vllm: VLLMProcess | None, on_ready: Any, stop: threading.Event) -> None:
+    """Once serving: if the supervised vLLM dies, stop the gateway too and exit non-zero.
+
+    A gateway whose upstream is gone would answer every request with an error while its liveness
+    probe stays green; exiting lets the orchestrator (Kubernetes, systemd) restart both.
+    """
+    while vllm is not None and not stop.wait(1.0):
+        if vllm.exited() is not None:
+            print(f"thoughtguard: vLLM exited with code {vllm.exited()} while serving; shutting down",
+                  file=sys.stderr, flush=True)
+            on_ready(False)
+            return
 
 
 def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:

@@ -101,3 +101,33 @@ def _client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, name: st
             wait_running_some(vllm_url, within=10.0)
     wait_running_zero(vllm_url, within=5.0)
     assert vllm_generated(vllm_url) - generated < max_tokens // 4
+
+
+def test_serve_exits_non_zero_when_vllm_dies_while_serving() -> None:
+    """A gateway with a dead upstream would fail every request while looking alive; it stops
+    instead, so that the orchestrator restarts both (the CPU engine core died this way on a seeded
+    chunked prefill, tests/e2e/test_seeded.py)."""
+    if not (TINY_MODEL / "config.json").is_file():
+        pytest.fail(f"{TINY_MODEL} missing: `make models` builds it")
+    port, vllm_port = free_port(), free_port()
+    proc, lines = _serve(TINY_MODEL, port, vllm_port)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("ready. base_url=" in ln for ln in lines):
+            assert proc.poll() is None, "".join(lines[-50:])
+            assert time.monotonic() < deadline, "".join(lines[-50:])
+            time.sleep(0.5)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        (api,) = [c for c in psutil.Process(proc.pid).children() if "vllm.entrypoints" in " ".join(c.cmdline())]
+        api.kill()
+        assert proc.wait(60) == 1, "".join(lines[-30:])
+        assert any("while serving; shutting down" in ln for ln in lines)
+        time.sleep(1)
+        alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"orphans left: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in psutil.Process().children(recursive=True):
+            if "vllm" in " ".join(c.cmdline()) and str(vllm_port) in " ".join(c.cmdline()):
+                c.kill()
