@@ -32,19 +32,26 @@ def _print_summary(result: dict[str, object]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import asyncio
+
     from guard.datasets.trace import read_traces
     from guard.detectors.stack import build
-    from guard.evaluate import evaluate
+    from guard.evaluate import evaluate_async
     from guard.evaluate_prompts import evaluate_prompts
     from guard.policy import Policy
 
     policy = Policy.load(args.policy).with_mode(args.mode)
     detector = build(args.detector, args.artifact)
     if args.what == "prompts":
+        if args.traces_out:
+            raise SystemExit("--traces-out goes with `eval traces`")
         result = evaluate_prompts(read_traces(args.file), detector, policy)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>14}: {v}" for k, v in result.items()))
         return 0
-    result = evaluate(read_traces(args.file), detector, policy)
+    result, results = asyncio.run(evaluate_async(read_traces(args.file), detector, policy))
+    if args.traces_out:
+        with open(args.traces_out, "w") as fh:
+            fh.writelines(json.dumps(r.record()) + "\n" for r in results)
     if args.json:
         print(json.dumps(result))
     else:
@@ -124,6 +131,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
     p.add_argument("--detector", choices=STACKS, default=DEFAULT_STACK, help="detector stack (default: the gateway's)")
     p.add_argument("--artifact", default=None, help="classifier artifact directory")
+    p.add_argument("--traces-out", type=Path, default=None,
+                   help="traces only: also write one JSON line per trace (its verdict: stage, rule, category, "
+                        "score, position, the window that decided; delay, cut before the onset, leaked tokens)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("data", help="convert a ../shared/data set into traces")

@@ -56,6 +56,24 @@ class TraceResult:
     # what was cut is the safe text before the harm (in the collapse set, the STAR-1 thought)
     early: bool = False
 
+    def record(self) -> dict[str, object]:
+        """One line of ``eval traces --traces-out``: what the monitor did with this trace, and why."""
+        return {
+            "id": self.trace.id,
+            "set": self.trace.set_name,
+            "label": self.trace.label,
+            "category": self.trace.category,
+            "flagged": self.flagged,
+            "advisory": self.advisory and not self.flagged,
+            "verdict": self.verdict.as_extension() if self.verdict is not None else None,
+            "window": self.verdict.window if self.verdict is not None else None,
+            "delay_tokens": self.delay_tokens,
+            "cut_before_onset": self.early,
+            "leaked_tokens": self.leaked_tokens,
+            "tokens": self.tokens,
+            "wary": self.wary,
+        }
+
 
 @dataclass
 class _Released:
