@@ -22,7 +22,7 @@ measures what it changes.
 
 Deterministic for a seed (request choice, openers and per-request sampling seeds), up to vLLM's
 CPU kernels. About 4 minutes for 1,200 benign answers and 8 for the 1,944 harmful requests (4 for the 779 that session 16 appended) on
-2 cores.
+2 cores; 6 for the 1,200 neighbours that session 17 appended (``--n 2400 --append``).
 
 Usage: ``.venv/bin/python scripts/generate_answers.py --kind benign|harmful|topical|neighbours [--n N] [--out FILE] [--url URL] [--append]``
 (without ``--url`` it starts vLLM on ``models/smollm2-135m`` and stops it afterwards). ``--append``
@@ -88,7 +88,8 @@ async def generate(url: str, kind: str, texts: list[str], chosen: list[int], out
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=KINDS, required=True)
-    p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign or neighbours; every harmful or topical one)")
+    p.add_argument("--n", type=int, help="how many requests (default: 1,200 benign, the 2,400 nearest for neighbours "
+                                         "(1,200 until session 17); every harmful or topical one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="default: the shipped file of that kind in guard/artifacts/")
     p.add_argument("--url", help="a running OpenAI-compatible server (default: start vLLM on the embedded model)")
@@ -99,7 +100,7 @@ def main() -> None:
     args = p.parse_args()
     root = data_dir(args.data_dir)
     texts = requests_of(args.kind, root)
-    n = min(args.n or (1200 if args.kind in ("benign", "neighbours") else len(texts)), len(texts))
+    n = min(args.n or {"benign": 1200, "neighbours": 2400}.get(args.kind, len(texts)), len(texts))
     if args.kind == "neighbours":
         from guard.training.neighbours import nearest_instructions
 

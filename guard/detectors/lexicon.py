@@ -18,16 +18,16 @@ from guard.verdict import Detection
 
 # (category, weight, pattern). Weights are log-odds-like contributions; see _squash.
 _UNSAFE: list[tuple[str, float, str]] = [
-    ("S9", 1.85, r"\b(pipe bomb|explosive (powder|charge|device)|detonat\w+|nerve agent|sarin|anthrax|dirty bomb)\b"),
+    ("S9", 1.55, r"\b(pipe bomb|explosive (powder|charge|device)|detonat\w+|nerve agent|sarin|anthrax|dirty bomb)\b"),
     ("S9", 1.5, r"\b(fuse|shrapnel|ammonium nitrate|black powder|thermite)\b"),
-    ("S9", 1.8, r"\b(pack|fill|stuff)\w* (a |the )?(\w+ )?(pipe|pressure cooker|container) (tightly )?with (\w+ )?(powder|explosives?|nails)\b"),
-    ("S2", 1.8, r"\b(synthesi[sz]e|cook|manufactur\w*) (meth|methamphetamine|fentanyl|heroin|cocaine)\b"),
+    ("S9", 1.5, r"\b(pack|fill|stuff)\w* (a |the )?(\w+ )?(pipe|pressure cooker|container) (tightly )?with (\w+ )?(powder|explosives?|nails)\b"),
+    ("S2", 1.5, r"\b(synthesi[sz]e|cook|manufactur\w*) (meth|methamphetamine|fentanyl|heroin|cocaine)\b"),
     ("S2", 1.5, r"\b(red phosphorus|pseudoephedrine|lye and iodine|anhydrous ammonia)\b"),
-    ("S2", 1.8, r"\b(pick the lock|break into (the|a|their) (house|home|car)|hotwire|launder (the )?money|steal (their|the) (credit card|identity))\b"),
+    ("S2", 1.5, r"\b(pick the lock|break into (the|a|their) (house|home|car)|hotwire|launder (the )?money|steal (their|the) (credit card|identity))\b"),
     ("S2", 1.5, r"\b(ransomware|keylogger|phishing (email|page)|sql injection payload|credential stuffing)\b"),
-    ("S1", 1.8, r"\b(kill|poison|strangle|stab) (him|her|them|your (wife|husband|neighbou?r|boss))\b"),
-    ("S11", 1.85, r"\b(lethal dose|overdose on|ways to (kill|hurt) (yourself|myself)|cut (yourself|myself) deeper)\b"),
-    ("S10", 1.8, r"\b(are (subhuman|vermin|inferior)|exterminate (the|all) \w+)\b"),
+    ("S1", 1.5, r"\b(kill|poison|strangle|stab) (him|her|them|your (wife|husband|neighbou?r|boss))\b"),
+    ("S11", 1.55, r"\b(lethal dose|overdose on|ways to (kill|hurt) (yourself|myself)|cut (yourself|myself) deeper)\b"),
+    ("S10", 1.5, r"\b(are (subhuman|vermin|inferior)|exterminate (the|all) \w+)\b"),
     ("S7", 1.5, r"\b(dox\w*|home address of|track (her|his|their) (phone|location) without)\b"),
     ("S4", 3.0, r"\b(sexual\w* (with|involving) (a )?(child|minor|kid)s?)\b"),
 ]
@@ -48,11 +48,12 @@ _COMPILED = [(cat, w, re.compile(p)) for cat, w, p in _UNSAFE]
 
 
 def _squash(logit: float) -> float:
-    # one strong pattern 0.83-0.84 (under the policy's unsafe threshold, 0.85: a keyword alone is
+    # one strong pattern 0.78-0.79 (under the policy's unsafe threshold, 0.8: a keyword alone is
     # not harm; the weights were 2.5 before session 11 lowered the threshold from 0.97 to 0.9,
-    # then 2.2 and 2.0 until session 16 lowered it to 0.85), one with a compliance phrase
-    # ~0.96-0.97, two ~0.97, two with compliance ~0.99: spelled-out instructions read above the
-    # cross-validated thresholds (high 0.95, collapse 0.95), as blatant recipes must
+    # then 2.2 and 2.0 until session 16 lowered it to 0.85, then 1.85 and 1.8 until session 17
+    # lowered it to 0.8), one with a compliance phrase ~0.95, two ~0.95, two with compliance
+    # ~0.99: spelled-out instructions read above the cross-validated thresholds (high 0.9,
+    # collapse 0.9), as blatant recipes must
     return 1.0 - math.exp(-logit) if logit > 0 else 0.0
 
 
