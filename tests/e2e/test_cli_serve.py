@@ -36,6 +36,23 @@ def _serve(model: Path, port: int, vllm_port: int) -> tuple[subprocess.Popen[str
     return proc, lines
 
 
+def _wait_serving(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    deadline = time.monotonic() + 300
+    while not any("ready. base_url=" in ln for ln in lines):
+        assert proc.poll() is None, "".join(lines[-50:])
+        assert time.monotonic() < deadline, "".join(lines[-50:])
+        time.sleep(0.5)
+
+
+def _kill_leftovers(proc: subprocess.Popen[str], vllm_port: int) -> None:
+    """Whatever a failed test left running: the gateway, and the vLLM on its port."""
+    if proc.poll() is None:
+        proc.kill()
+    for c in psutil.Process().children(recursive=True):
+        if c.pid != proc.pid and "vllm" in " ".join(c.cmdline()) and str(vllm_port) in " ".join(c.cmdline()):
+            c.kill()
+
+
 @pytest.mark.parametrize("model", [TINY_MODEL, SMOLLM_MODEL], ids=["tiny-mlrm-vl", "smollm2-135m"])
 def test_serve_supervises_vllm_and_ctrl_c_leaves_no_orphan(model: Path) -> None:
     if not (model / "config.json").is_file():
@@ -43,11 +60,7 @@ def test_serve_supervises_vllm_and_ctrl_c_leaves_no_orphan(model: Path) -> None:
     port, vllm_port = free_port(), free_port()
     proc, lines = _serve(model, port, vllm_port)
     try:
-        deadline = time.monotonic() + 300
-        while not any("ready. base_url=" in ln for ln in lines):
-            assert proc.poll() is None, "".join(lines[-50:])
-            assert time.monotonic() < deadline, "".join(lines[-50:])
-            time.sleep(0.5)
+        _wait_serving(proc, lines)
         assert any(f"base_url=http://127.0.0.1:{port}/v1" in ln for ln in lines)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "vLLM should run as a child process"
@@ -72,11 +85,7 @@ def test_serve_supervises_vllm_and_ctrl_c_leaves_no_orphan(model: Path) -> None:
         alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert not alive, f"orphans left: {alive}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            if c.pid != proc.pid and "vllm" in " ".join(c.cmdline()) and str(vllm_port) in " ".join(c.cmdline()):
-                c.kill()
+        _kill_leftovers(proc, vllm_port)
 
 
 def _client_disconnect_aborts_upstream(gateway_url: str, vllm_url: str, name: str) -> None:
@@ -112,11 +121,7 @@ def test_serve_exits_non_zero_when_vllm_dies_while_serving() -> None:
     port, vllm_port = free_port(), free_port()
     proc, lines = _serve(TINY_MODEL, port, vllm_port)
     try:
-        deadline = time.monotonic() + 300
-        while not any("ready. base_url=" in ln for ln in lines):
-            assert proc.poll() is None, "".join(lines[-50:])
-            assert time.monotonic() < deadline, "".join(lines[-50:])
-            time.sleep(0.5)
+        _wait_serving(proc, lines)
         children = psutil.Process(proc.pid).children(recursive=True)
         (api,) = [c for c in psutil.Process(proc.pid).children() if "vllm.entrypoints" in " ".join(c.cmdline())]
         api.kill()
@@ -126,8 +131,4 @@ def test_serve_exits_non_zero_when_vllm_dies_while_serving() -> None:
         alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert not alive, f"orphans left: {alive}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            if "vllm" in " ".join(c.cmdline()) and str(vllm_port) in " ".join(c.cmdline()):
-                c.kill()
+        _kill_leftovers(proc, vllm_port)
