@@ -5,6 +5,10 @@ lucky on that fold. Thresholds ship tuned on pooled scores, so the figure that m
 is: for each fold, :func:`~guard.training.tune.tune` on the other folds (every named safe set
 at or under the floor), then those thresholds applied to the held-out fold.
 
+Recall is reported twice: as the evaluator's contract counts it (``mean_recall``: any cut of an
+unsafe trace) and counting only cuts at or after the onset (``mean_recall_at_onset``): a collapse
+trace cut inside its safe-refusal thought, before the harmful answer began, caught nothing.
+
 Given several folders of the same folds (``crossval --save``, e.g. two ``--fit-seed`` values or
 two recipes), each window's unsafe and refusal readings are first averaged as logits: a
 logit-mean ensemble, judged before anyone builds or serves it. Window scores do not depend on
@@ -90,13 +94,19 @@ def nested(folds: Sequence[list[ScoredTrace]], policy: Policy, *, max_fpr: float
         sets = score_sets(held, policy, th)
         per_fold.append({"thresholds": [th.unsafe, th.high, th.collapse],
                          "rates": {name: round(v["rate"], 4) for name, v in sets.items() if name != "_delay"},
+                         "at_onset": {name: round(v["at_onset"], 4) for name, v in sets.items() if "at_onset" in v},
                          "delay_p95": sets["_delay"]["p95"]})
-    names = sorted({name for f in per_fold for name in f["rates"]})
-    mean = {name: round(float(np.mean([f["rates"][name] for f in per_fold if name in f["rates"]])), 4)
-            for name in names}
+    mean, at_onset = _mean(per_fold, "rates"), _mean(per_fold, "at_onset")
     recall = float(np.mean([v for name, v in mean.items() if name.startswith("unsafe")]))
     return {"folds": per_fold, "mean": mean, "mean_recall": round(recall, 4),
-            "delay_p95": round(float(np.mean([f["delay_p95"] for f in per_fold])), 1)}
+            # the contract counts a cut before the harm began; this does not (guard/artifacts/README.md)
+            "mean_recall_at_onset": round(float(np.mean(list(at_onset.values()))), 4) if at_onset else None,
+            "at_onset": at_onset, "delay_p95": round(float(np.mean([f["delay_p95"] for f in per_fold])), 1)}
+
+
+def _mean(per_fold: list[dict], key: str) -> dict[str, float]:
+    names = sorted({name for f in per_fold for name in f[key]})
+    return {name: round(float(np.mean([f[key][name] for f in per_fold if name in f[key]])), 4) for name in names}
 
 
 def pooled(folds: Sequence[list[ScoredTrace]], policy: Policy, extra: Sequence[ScoredTrace] = (), *,

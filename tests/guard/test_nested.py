@@ -84,3 +84,16 @@ def test_pooled_tunes_once_on_every_fold_and_the_extra_traces():
     out = pooled(folds, Policy.load(None), extra)
     assert out["traces"] == 82 and out["thresholds"]["unsafe"] <= 0.5
     assert out["simulated"]["unsafe_answer@val"] == 1.0 and out["simulated"]["benign"] == 0.05
+
+
+def test_a_cut_before_the_onset_counts_for_the_contract_but_not_at_onset():
+    # every unsafe trace is cut at its first window (token 16); for half of them the harm only
+    # begins at token 40, so those cuts fell on text before it
+    def fold() -> list:
+        unsafe = [_trace("unsafe_answer", i, [0.999] * 3) for i in range(10)]
+        unsafe = [replace(st, onset_token=40) if i % 2 else st for i, st in enumerate(unsafe)]
+        return unsafe + [_trace("benign", i, [0.1] * 3) for i in range(10)]
+
+    out = nested([fold() for _ in range(4)], Policy.load(None))
+    assert out["mean_recall"] == 1.0 and out["mean_recall_at_onset"] == 0.5
+    assert out["at_onset"] == {"unsafe_answer": 0.5} and all(f["at_onset"]["unsafe_answer"] == 0.5 for f in out["folds"])
