@@ -8,10 +8,9 @@ MLCommons hazard category. The request that started the stream is read the same 
 its own small layer and mixed into the hidden layer, so the head judges the text *as an answer
 to that request*; the request's reading is computed once per request and cached. A max-pooled
 pathway adds each column's maximum over the window's projected tokens, so one telling word is
-not averaged away in a long window. A neighbour-product pathway (``guard.detectors.bigrams``)
-reads word order. A linear reading of the window's hashed token n-grams
+not averaged away in a long window. A linear reading of the window's hashed token n-grams
 (``guard.detectors.ngrams``) can be blended into the unsafe logit, for the wording the means
-blur. All three are optional and off in the shipped artifact. The first layers are linear, so they
+blur. Both are optional and off in the shipped artifact. The first layers are linear, so they
 are folded into token tables offline (mean(E[ids]) @ W1 == mean((E @ W1)[ids]), and the
 projection before the maximum likewise): serving gathers narrow rows and never touches the 384-d vectors.
 Weights ship in ``guard/artifacts/`` as int8 with per-row scales; ``guard.training`` rebuilds
@@ -28,9 +27,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from guard.detectors import bigrams
 from guard.detectors.base import Detector, Window
-from guard.detectors.bigrams import BigramWeights
 from guard.detectors.featurize import Featurizer
 from guard.detectors.ngrams import NgramWeights, blended
 from guard.events import Stage
@@ -52,7 +49,6 @@ class Weights:
     prompt: "PromptWeights | None" = None
     peak: "PeakWeights | None" = None
     ngram: NgramWeights | None = None
-    bigram: BigramWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +88,6 @@ def _member_arrays(weights: Weights, info: dict[str, object], prefix: str) -> di
     if weights.peak is not None:
         kq, ks = _quantise(weights.peak.table)
         arrays |= {"peak_table_q": kq, "peak_table_s": ks, "peak_mix": weights.peak.mix}
-    if weights.bigram is not None:
-        bq, bs = _quantise(weights.bigram.table)
-        arrays |= {"bigram_table_q": bq, "bigram_table_s": bs, "bigram_mix": weights.bigram.mix}
     if weights.ngram is not None:
         ng = weights.ngram
         info[prefix + "ngram"] = {"bias": ng.bias, "vocab": ng.vocab, "blend": ng.blend}
@@ -131,13 +124,12 @@ def _member(z, meta: dict[str, object], prefix: str) -> Weights:
         prompt = PromptWeights(dequantised("prompt_table"), get("prompt_b"), get("prompt_mix"), get("prompt_harm"),
                                get("prompt_harm_b"))
     peak = PeakWeights(dequantised("peak_table"), get("peak_mix")) if has("peak_table_q") else None
-    bigram = BigramWeights(dequantised("bigram_table"), get("bigram_mix")) if has("bigram_table_q") else None
     ngram = None
     if has("ngram_w"):
         ng = meta[prefix + "ngram"]
         ngram = NgramWeights(get("ngram_w").astype(np.float32), float(ng["bias"]), int(ng["vocab"]), float(ng["blend"]))
     return Weights(dequantised("table"), get("b1"), get("w2"), get("b2"), tuple(meta["categories"]),
-                   int(meta["max_tokens"]), prompt, peak, ngram, bigram)
+                   int(meta["max_tokens"]), prompt, peak, ngram)
 
 
 def load_weights(directory: Path) -> tuple[tuple[Weights, ...], dict[str, object]]:
@@ -245,8 +237,6 @@ class StaticClassifier:
         pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
         if w.peak is not None:
             pre += np.stack([w.peak.table[ids].max(axis=0) for ids in token_ids]) @ w.peak.mix
-        if w.bigram is not None:
-            pre += bigrams.features(w.bigram.table, token_ids) @ w.bigram.mix
         alone = np.maximum(pre[list(blind)], 0.0) @ w.w2 + w.b2  # the text's part is shared, so this is cheap
         for row, request in enumerate(requests):
             if request is not None and request[i] is not None:

@@ -42,10 +42,6 @@ class TrainConfig:
     # fits none) by default: it lowered cross-validated recall (guard/artifacts/README.md,
     # "A hashed n-gram reading")
     ngram_blend: float = 0.0
-    # the neighbour-product reading (guard.detectors.bigrams): the rank of its token projection,
-    # rank * rank features. Off (0) by default: see guard/artifacts/README.md ("Word order as
-    # neighbour products")
-    bigram_rank: int = 0
     ngram_epochs: int = 4
     ngram_lr: float = 0.05
     ngram_l2: float = 1e-6
@@ -69,8 +65,6 @@ def add_config_arguments(parser) -> None:
                         help="columns of the max-pooled pathway (0: off, the shipped recipe; training takes ~8x longer)")
     parser.add_argument("--ngram-blend", type=float, default=base.ngram_blend,
                         help="the hashed n-gram reading's share of the unsafe logit (0: none, the shipped recipe)")
-    parser.add_argument("--bigram-rank", type=int, default=base.bigram_rank,
-                        help="rank of the neighbour-product (word order) reading, rank^2 features (0: off, the shipped recipe)")
     parser.add_argument("--members", type=int, default=base.members,
                         help="networks fitted from consecutive seeds and served as their logit mean (default "
                              f"{base.members}, the shipped recipe; training time and artifact size grow with it)")
@@ -84,12 +78,10 @@ def add_config_arguments(parser) -> None:
 def config_from(args) -> TrainConfig:
     if args.members < 1:
         raise SystemExit("--members must be at least 1")
-    if args.bigram_rank < 0:
-        raise SystemExit("--bigram-rank must be 0 (off) or positive")
     if args.sif < 0:
         raise SystemExit("--sif must be 0 (off) or positive")
     return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members,
-                       embeddings=args.embeddings, sif=args.sif, bigram_rank=args.bigram_rank)
+                       embeddings=args.embeddings, sif=args.sif)
 
 
 def normalise(table: np.ndarray) -> np.ndarray:
@@ -136,7 +128,6 @@ def fit(
     seed: int = 0,
     tokens: np.ndarray | None = None,  # (windows, max_tokens) from :func:`padded`, for the peak pathway
     table: np.ndarray | None = None,  # the frozen token vectors the peak pathway projects
-    bigram: np.ndarray | None = None,  # (windows, rank * rank) from guard.detectors.bigrams.features, standardised
 ) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
@@ -162,10 +153,6 @@ def fit(
         distinct, where = torch.unique(tok, return_inverse=True)
         z = peak_in(TABLE[distinct.clamp(min=0)])[where]
         return z.masked_fill((tok < 0).unsqueeze(-1), float("-inf")).amax(dim=1)
-    if bigram is not None:
-        bigram_mix = nn.Linear(bigram.shape[1], cfg.hidden, bias=False)
-        modules.append(bigram_mix)
-        XB = torch.from_numpy(bigram)
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def prompt_hidden(p: torch.Tensor) -> torch.Tensor:
@@ -188,8 +175,6 @@ def fit(
             pre = text_in(drop(X[idx])) + mix(prompt_hidden(XP[idx]))
             if peak:
                 pre = pre + peak_mix(drop(peak_feature(idx)))
-            if bigram is not None:
-                pre = pre + bigram_mix(drop(XB[idx]))
             hidden = torch.relu(pre)
             logits, wi = out(drop(hidden)), w[idx]
             loss = (F.binary_cross_entropy_with_logits(logits[:, 0], y_u[idx], reduction="none") * wi).mean()
@@ -221,8 +206,6 @@ def fit(
     }
     if peak:
         params |= {"wk": numpy(peak_in.weight).T, "bk": numpy(peak_in.bias), "kmix": numpy(peak_mix.weight).T}
-    if bigram is not None:
-        params["bmix"] = numpy(bigram_mix.weight).T
     return params
 
 

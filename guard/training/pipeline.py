@@ -47,8 +47,6 @@ from guard.detectors.base import Window
 from guard.detectors.ensemble import Ensemble
 from guard.detectors.featurize import Featurizer
 from guard.detectors.lexicon import LexiconDetector
-from guard.detectors import bigrams
-from guard.detectors.bigrams import BigramWeights
 from guard.detectors.ngrams import NgramWeights
 from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
@@ -254,9 +252,8 @@ def _fit_member(fit_samples: list[Sample], held_out: list[str], root: Path, poli
     _log(f"{len(reqs)} labelled requests ({sum(r.harmful for r in reqs)} harmful), held-out near-repeats removed")
     xp = _pooled_prompts(table, featurizer, prompt_texts)[prompt_of]
     req_x = _pooled_prompts(table, featurizer, [r.text for r in reqs])
-    projected, scale, xb = _bigram_inputs(table, ids, cfg.bigram_rank)
     params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed,
-                 tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table, bigram=xb)
+                 tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table)
     prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
     peak = PeakWeights(fold(table, params, "wk") + params["bk"], params["kmix"]) if "wk" in params else None
     ngram = None
@@ -264,22 +261,9 @@ def _fit_member(fit_samples: list[Sample], held_out: list[str], root: Path, poli
         ngram_w, ngram_b = fit_ngrams(ids, labels[0], labels[3], featurizer.vocab_size, epochs=cfg.ngram_epochs,
                                       lr=cfg.ngram_lr, l2=cfg.ngram_l2, seed=seed, threads=cfg.threads)
         ngram = NgramWeights(ngram_w, ngram_b, featurizer.vocab_size, cfg.ngram_blend)
-    # the network read standardised features: the scale folds into the mix
-    bigram = None if projected is None else BigramWeights(projected, params["bmix"] / scale[:, None])
     weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
-                      prompt_weights, peak, ngram, bigram)
+                      prompt_weights, peak, ngram)
     return weights, len(ids)
-
-
-def _bigram_inputs(table: np.ndarray, ids: list[np.ndarray], rank: int):
-    """The projected token table, each feature's scale, and the windows' standardised features (None when off)."""
-    if not rank:
-        return None, None, None
-    projected = (table @ bigrams.basis(table, rank)).astype(np.float32)
-    x = bigrams.features(projected, ids)
-    scale = (x.std(axis=0) + 1e-6).astype(np.float32)
-    x /= scale
-    return projected, scale, x
 
 
 def train(
