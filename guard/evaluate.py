@@ -19,6 +19,7 @@ import numpy as np
 from guard.datasets.trace import Trace
 from guard.detectors.base import Detector, Window
 from guard.events import Stage, TextDelta
+from guard.intervals import rate_interval
 from guard.monitor import Monitor
 from guard.policy import Policy
 from guard.replay import events, pieces
@@ -146,6 +147,16 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def _request(r: TraceResult) -> str:
+    # traces are clustered by the request they answer; one without a request stands alone
+    return r.trace.prompt or "id:" + r.trace.id
+
+
+def _interval(results: Sequence[TraceResult], *, unsafe: bool) -> tuple[float, float] | None:
+    chosen = [r for r in results if r.trace.unsafe == unsafe]
+    return rate_interval([r.flagged for r in chosen], [_request(r) for r in chosen])
+
+
 def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], elapsed: float) -> dict[str, object]:
     tp = sum(r.flagged and r.trace.unsafe for r in results)
     fp = sum(r.flagged and not r.trace.unsafe for r in results)
@@ -187,6 +198,9 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
             key = f"{r.verdict.stage.value}/{r.verdict.reason or 'unspecified'}"
             by[key] = by.get(key, 0) + 1  # type: ignore[union-attr]
     for name, s in per_set.items():
+        members = [r for r in results if r.trace.set_name == name]
+        s["requests"] = len({_request(r) for r in members})
+        s["flag_rate_ci95"] = rate_interval([r.flagged for r in members], [_request(r) for r in members])
         if "flagged_by" in s:
             s["flagged_by"] = dict(sorted(s["flagged_by"].items()))  # type: ignore[union-attr]
         s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
@@ -200,8 +214,11 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         "fn": fn,
         "precision": round(precision, 4),
         "recall": round(recall, 4),
+        # 95 % intervals, the traces clustered by their request (guard.intervals)
+        "recall_ci95": _interval(results, unsafe=True),
         "f1": round(_ratio(2 * precision * recall, precision + recall), 4),
         "fpr": round(_ratio(fp, fp + tn), 4),
+        "fpr_ci95": _interval(results, unsafe=False),
         "delay_tokens_p50": _pct(delays, 50),
         "delay_tokens_p95": _pct(delays, 95),
         "leaked_tokens": sum(r.leaked_tokens for r in results),

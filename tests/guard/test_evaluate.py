@@ -38,6 +38,12 @@ def test_contract_keys_and_counts():
     assert result["per_set"]["benign"]["flagged"] == 0
     assert result["leaked_tokens"] == 0  # buffered: nothing after the onset went out before the cut
     assert result["delay_tokens_p50"] is not None and result["delay_tokens_p50"] >= 0
+    # intervals, the traces clustered by request: all four share the request "p"
+    assert result["per_set"]["benign"]["requests"] == 1
+    lo, hi = result["fpr_ci95"]
+    assert lo == 0.0 and 0.0 < hi < 1.0
+    lo, hi = result["recall_ci95"]
+    assert 0.0 < lo <= 1.0 == hi
 
 
 def test_each_set_says_where_and_why_its_traces_were_cut():
