@@ -152,8 +152,8 @@ def _request(r: TraceResult) -> str:
     return r.trace.prompt or "id:" + r.trace.id
 
 
-def _interval(results: Sequence[TraceResult], *, unsafe: bool) -> tuple[float, float] | None:
-    chosen = [r for r in results if r.trace.unsafe == unsafe]
+def _interval(chosen: Sequence[TraceResult]) -> tuple[float, float] | None:
+    """95 % interval of the flag rate, the traces clustered by request (guard.intervals)."""
     return rate_interval([r.flagged for r in chosen], [_request(r) for r in chosen])
 
 
@@ -200,7 +200,7 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
     for name, s in per_set.items():
         members = [r for r in results if r.trace.set_name == name]
         s["requests"] = len({_request(r) for r in members})
-        s["flag_rate_ci95"] = rate_interval([r.flagged for r in members], [_request(r) for r in members])
+        s["flag_rate_ci95"] = _interval(members)
         if "flagged_by" in s:
             s["flagged_by"] = dict(sorted(s["flagged_by"].items()))  # type: ignore[union-attr]
         s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
@@ -214,11 +214,10 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
         "fn": fn,
         "precision": round(precision, 4),
         "recall": round(recall, 4),
-        # 95 % intervals, the traces clustered by their request (guard.intervals)
-        "recall_ci95": _interval(results, unsafe=True),
+        "recall_ci95": _interval([r for r in results if r.trace.unsafe]),
         "f1": round(_ratio(2 * precision * recall, precision + recall), 4),
         "fpr": round(_ratio(fp, fp + tn), 4),
-        "fpr_ci95": _interval(results, unsafe=False),
+        "fpr_ci95": _interval([r for r in results if not r.trace.unsafe]),
         "delay_tokens_p50": _pct(delays, 50),
         "delay_tokens_p95": _pct(delays, 95),
         "leaked_tokens": sum(r.leaked_tokens for r in results),
