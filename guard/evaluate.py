@@ -181,8 +181,10 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
 
     per_set: dict[str, dict[str, object]] = {}
     set_waits: dict[str, list[int]] = {}
+    set_results: dict[str, list[TraceResult]] = {}
     for r in results:
         set_waits.setdefault(r.trace.set_name, []).extend(r.waits)
+        set_results.setdefault(r.trace.set_name, []).append(r)
         s = per_set.setdefault(r.trace.set_name, {"n": 0, "unsafe": 0, "flagged": 0, "advisory": 0, "wary": 0})
         s["n"] += 1  # type: ignore[operator]
         s["unsafe"] += int(r.trace.unsafe)  # type: ignore[operator]
@@ -198,9 +200,8 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
             key = f"{r.verdict.stage.value}/{r.verdict.reason or 'unspecified'}"
             by[key] = by.get(key, 0) + 1  # type: ignore[union-attr]
     for name, s in per_set.items():
-        members = [r for r in results if r.trace.set_name == name]
-        s["requests"] = len({_request(r) for r in members})
-        s["flag_rate_ci95"] = _interval(members)
+        s["requests"] = len({_request(r) for r in set_results[name]})
+        s["flag_rate_ci95"] = _interval(set_results[name])
         if "flagged_by" in s:
             s["flagged_by"] = dict(sorted(s["flagged_by"].items()))  # type: ignore[union-attr]
         s["flag_rate"] = round(_ratio(s["flagged"], s["n"]), 4)  # type: ignore[arg-type]
