@@ -71,6 +71,19 @@ def place(sample: Sample, seed: int = 0, thoughts: list[Sample] | None = None) -
     return [Trace(f"{name}/{key}", sample.prompt, sample.reasoning, sample.answer, "safe", None, None)]
 
 
+# safe sets whose text is an answer alone; moved into the reasoning they read as a thought that
+# drafts its answer, which the sets above never show (every other thought is STAR-1's)
+DRAFTABLE = ("benign", "xstest_safe", "refusal", "vlguard")
+DRAFTED = "drafted"
+
+
+def drafted(trace: Trace) -> Trace | None:
+    """The trace's answer streamed as reasoning instead (set ``drafted``), or None where it has a thought."""
+    if trace.set_name not in DRAFTABLE or trace.reasoning or not trace.answer:
+        return None
+    return Trace(f"{DRAFTED}/{trace.id}", trace.prompt, trace.answer, "", trace.label)
+
+
 def mixture(samples: Iterable[Sample], split: Split, *, seed: int = 0, cap: dict[str, int] | None = None) -> Iterator[Trace]:
     """Traces of one split, deterministic for a seed; ``cap`` limits a set to a seeded subsample."""
     return placed([s for s in samples if split_of(s.group, seed) == split], seed=seed, cap=cap)

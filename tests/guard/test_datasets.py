@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guard.datasets import SOURCES, data_dir, load_samples
-from guard.datasets.mixture import mixture
+from guard.datasets.mixture import DRAFTED, drafted, mixture
 from guard.datasets.split import split_of
 from guard.datasets.trace import Trace, read_traces, write_traces
 
@@ -63,6 +63,17 @@ def test_dev_mixture_is_deterministic_and_disjoint_from_fit():
     fit_groups = {s.group for s in samples if split_of(s.group) == "fit"}
     dev_keys = {t.id.split("/", 1)[1] for t in dev}
     assert not any(f"{s.source}/{s.key}" in dev_keys for s in samples if s.group in fit_groups)
+
+
+def test_a_safe_answer_moves_into_the_reasoning_as_a_drafted_thought():
+    benign = Trace("benign/alpaca/7", "How do I bake bread?", "", "Mix flour and water.", "safe")
+    moved = drafted(benign)
+    assert moved is not None and moved.set_name == DRAFTED and moved.id == "drafted/benign/alpaca/7"
+    assert (moved.prompt, moved.reasoning, moved.answer, moved.label) == (benign.prompt, benign.answer, "", "safe")
+    # a trace with its own thought, an unsafe one or an empty answer stays where it is
+    assert drafted(Trace("star1/3", "p", "I should decline.", "No.", "safe")) is None
+    assert drafted(Trace("unsafe_answer/x", "p", "", "Step 1", "unsafe", "S2", 0)) is None
+    assert drafted(Trace("benign/y", "p", "", "", "safe")) is None
 
 
 def test_near_repeats_of_held_out_requests_are_dropped():
