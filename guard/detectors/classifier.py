@@ -49,7 +49,6 @@ class Weights:
     prompt: "PromptWeights | None" = None
     peak: "PeakWeights | None" = None
     ngram: NgramWeights | None = None
-    stage: np.ndarray | None = None  # (2, hidden): an offset per stage, reasoning then answer (optional)
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,6 @@ def _member_arrays(weights: Weights, info: dict[str, object], prefix: str) -> di
     if weights.peak is not None:
         kq, ks = _quantise(weights.peak.table)
         arrays |= {"peak_table_q": kq, "peak_table_s": ks, "peak_mix": weights.peak.mix}
-    if weights.stage is not None:
-        arrays["stage_bias"] = weights.stage
     if weights.ngram is not None:
         ng = weights.ngram
         info[prefix + "ngram"] = {"bias": ng.bias, "vocab": ng.vocab, "blend": ng.blend}
@@ -132,7 +129,7 @@ def _member(z, meta: dict[str, object], prefix: str) -> Weights:
         ng = meta[prefix + "ngram"]
         ngram = NgramWeights(get("ngram_w").astype(np.float32), float(ng["bias"]), int(ng["vocab"]), float(ng["blend"]))
     return Weights(dequantised("table"), get("b1"), get("w2"), get("b2"), tuple(meta["categories"]),
-                   int(meta["max_tokens"]), prompt, peak, ngram, get("stage_bias") if has("stage_bias") else None)
+                   int(meta["max_tokens"]), prompt, peak, ngram)
 
 
 def load_weights(directory: Path) -> tuple[tuple[Weights, ...], dict[str, object]]:
@@ -215,15 +212,13 @@ class StaticClassifier:
                   for w, r in zip(self.members, request) if r is not None and w.prompt is not None]
         return float(_sigmoid(np.mean(logits, axis=0))[0])
 
-    def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None,
-               stages: Sequence[Stage] | None = None) -> np.ndarray:
+    def logits(self, token_ids: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> np.ndarray:
         requests = [self._request(p) for p in prompts or ()]
         blind = [] if self.blind_below is None else [
             row for row, (p, r) in enumerate(zip(prompts or (), requests))
             if r is not None and (self.prompt_harm(p) or 0.0) < self.blind_below
         ]
-        answer = None if stages is None else np.array([s is not Stage.REASONING for s in stages], dtype=np.intp)
-        members = [self._member_logits(i, w, token_ids, requests, blind, answer) for i, w in enumerate(self.members)]
+        members = [self._member_logits(i, w, token_ids, requests, blind) for i, w in enumerate(self.members)]
         out = members[0][0] if len(members) == 1 else np.mean([m for m, _ in members], axis=0)
         if blind:
             alone = members[0][1] if len(members) == 1 else np.mean([b for _, b in members], axis=0)
@@ -237,14 +232,9 @@ class StaticClassifier:
     @staticmethod
     def _member_logits(i: int, w: Weights, token_ids: Sequence[np.ndarray],
                        requests: Sequence[list[tuple[np.ndarray, np.ndarray] | None] | None],
-                       blind: Sequence[int] = (), answer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Logits under each window's request, and for the ``blind`` rows, without it.
-
-        ``answer``: per window, 1 for an answer and 0 for reasoning (networks with a stage offset);
-        None reads every window as an answer."""
+                       blind: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Logits under each window's request, and for the ``blind`` rows, without it."""
         pre = np.stack([w.table[ids].mean(axis=0) for ids in token_ids]) + w.b1
-        if w.stage is not None:
-            pre += w.stage[answer if answer is not None else np.ones(len(token_ids), dtype=np.intp)]
         if w.peak is not None:
             pre += np.stack([w.peak.table[ids].max(axis=0) for ids in token_ids]) @ w.peak.mix
         alone = np.maximum(pre[list(blind)], 0.0) @ w.w2 + w.b2  # the text's part is shared, so this is cheap
@@ -258,10 +248,9 @@ class StaticClassifier:
                 alone[:, 0] = blended(alone[:, 0], w.ngram, [token_ids[r] for r in blind])
         return out, alone
 
-    def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None,
-                stages: Sequence[Stage] | None = None) -> list[Detection]:
+    def predict(self, texts: Sequence[str], name: str = "learned", prompts: Sequence[str] | None = None) -> list[Detection]:
         ids = [self.featurizer(texts[0])] if len(texts) == 1 else self.featurizer.batch(list(texts))
-        return self.detections(self.logits(ids, prompts, stages), name)
+        return self.detections(self.logits(ids, prompts), name)
 
     def detections(self, logits: np.ndarray, name: str = "learned") -> list[Detection]:
         unsafe = _sigmoid(logits[:, 0])
@@ -290,8 +279,7 @@ class LearnedDetector(Detector):
     async def detect(self, windows: Sequence[Window]) -> list[Detection]:
         if not windows:
             return []
-        out = self.model.predict([w.full for w in windows], self.name, [w.prompt for w in windows],
-                                 [w.stage for w in windows])
+        out = self.model.predict([w.full for w in windows], self.name, [w.prompt for w in windows])
         for i, w in enumerate(windows):
             # a request is judged by the head trained on labelled requests, not as an answer to itself
             harm = self.model.prompt_harm(w.full) if w.stage is Stage.PROMPT else None

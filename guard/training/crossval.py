@@ -7,7 +7,9 @@ evenly over each category); each fold in turn is held out, the classifier is fit
 with :func:`~guard.training.pipeline.fit_weights`, and the fold's traces are scored once. The
 figure per fold is the tuner's question asked fairly of every variant: over the threshold grid,
 the best mean recall of the unsafe sets with the benign, STAR-1 and XSTest flag rates all at
-or under a cap (5, 7.5 and 10 %).
+or under a cap (5, 7.5 and 10 %). Each fold's safe answers are also scored streamed as reasoning
+(set ``drafted``, reported by ``nested``, held to no cap): the only safe thoughts in the data are
+STAR-1's, so a reader that knows the stage can learn that answer-like text in a thought is harm.
 
 ``python -m guard.training.crossval [--folds 4] [--generated FILE,FILE] [--peak-width N] [--ngram-blend A]
 [--members N] [--fit-seed S] [--save DIR]``: ``--members`` defaults to the shipped recipe's 2 (twice the

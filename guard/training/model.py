@@ -23,13 +23,6 @@ import numpy as np
 from guard.datasets.categories import S_CODES
 
 
-STAGES = ("reasoning", "answer")  # the stage index of a window; anything else reads as an answer
-
-
-def stage_index(stage: str) -> int:
-    return 0 if stage == "reasoning" else 1
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: int = 128
@@ -61,12 +54,6 @@ class TrainConfig:
     # alone, its average reading in a corpus, or both side by side
     embeddings: str = "isolated"
     sif: float = 0.0  # smooth inverse frequency weighting of the token vectors (distil.token_table); 0: off
-    # a learned hidden-layer offset per stage (reasoning, answer): the two streams differ in
-    # register, and a declining thought discusses harm where an answer would carry it out
-    stage_bias: bool = False
-    # this share of the safe answer-only traces is taught as a thought that drafts the answer
-    # (guard.datasets.mixture.drafted), so that answer-like text in a thought is not harm by itself
-    drafts: float = 0.0
 
 
 def add_config_arguments(parser) -> None:
@@ -86,10 +73,6 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--embeddings", choices=EMBEDDINGS, default=base.embeddings,
                         help="frozen token vectors: each token read alone (the shipped recipe), averaged over its "
                              "uses in a corpus, or both side by side (guard.training.distil.token_table)")
-    parser.add_argument("--drafts", type=float, default=base.drafts,
-                        help="share of safe answers taught as reasoning instead (0: none, the shipped recipe)")
-    parser.add_argument("--stage-bias", action="store_true",
-                        help="tell the network which stage a window is from (off: the shipped recipe)")
 
 
 def config_from(args) -> TrainConfig:
@@ -98,8 +81,7 @@ def config_from(args) -> TrainConfig:
     if args.sif < 0:
         raise SystemExit("--sif must be 0 (off) or positive")
     return TrainConfig(peak_width=args.peak_width, ngram_blend=args.ngram_blend, members=args.members,
-                       embeddings=args.embeddings, sif=args.sif,
-                       stage_bias=args.stage_bias, drafts=args.drafts)
+                       embeddings=args.embeddings, sif=args.sif)
 
 
 def normalise(table: np.ndarray) -> np.ndarray:
@@ -146,7 +128,6 @@ def fit(
     seed: int = 0,
     tokens: np.ndarray | None = None,  # (windows, max_tokens) from :func:`padded`, for the peak pathway
     table: np.ndarray | None = None,  # the frozen token vectors the peak pathway projects
-    stage: np.ndarray | None = None,  # each window's stage index (STAGES), for cfg.stage_bias
 ) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
@@ -172,12 +153,6 @@ def fit(
         distinct, where = torch.unique(tok, return_inverse=True)
         z = peak_in(TABLE[distinct.clamp(min=0)])[where]
         return z.masked_fill((tok < 0).unsqueeze(-1), float("-inf")).amax(dim=1)
-    staged = cfg.stage_bias and stage is not None
-    if staged:
-        stage_in = nn.Embedding(len(STAGES), cfg.hidden)
-        nn.init.zeros_(stage_in.weight)  # starts as the unstaged network
-        modules.append(stage_in)
-        ST = torch.from_numpy(stage.astype(np.int64))
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def prompt_hidden(p: torch.Tensor) -> torch.Tensor:
@@ -200,8 +175,6 @@ def fit(
             pre = text_in(drop(X[idx])) + mix(prompt_hidden(XP[idx]))
             if peak:
                 pre = pre + peak_mix(drop(peak_feature(idx)))
-            if staged:
-                pre = pre + stage_in(ST[idx])
             hidden = torch.relu(pre)
             logits, wi = out(drop(hidden)), w[idx]
             loss = (F.binary_cross_entropy_with_logits(logits[:, 0], y_u[idx], reduction="none") * wi).mean()
@@ -231,8 +204,6 @@ def fit(
         "w2": numpy(out.weight).T, "b2": numpy(out.bias),
         "wq": numpy(prompt_head.weight).T, "bq": numpy(prompt_head.bias),
     }
-    if staged:
-        params["stage"] = numpy(stage_in.weight)
     if peak:
         params |= {"wk": numpy(peak_in.weight).T, "bk": numpy(peak_in.bias), "kmix": numpy(peak_mix.weight).T}
     return params

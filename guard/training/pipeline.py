@@ -28,7 +28,7 @@ import numpy as np
 from guard.datasets import DEV_CAPS, load_samples
 from guard.datasets.paths import data_dir as resolve_data_dir
 from guard.datasets.categories import S_CODES
-from guard.datasets.mixture import drafted, mixture, place
+from guard.datasets.mixture import mixture, place
 from guard.datasets.progress import progress
 from guard.datasets.sample import Sample
 from guard.datasets.split import split_of
@@ -52,7 +52,7 @@ from guard.evaluate import evaluate_async
 from guard.policy import Policy, WindowSettings
 from guard.replay import pieces
 from guard.training.distil import token_table, tokenizer_path
-from guard.training.model import TrainConfig, fit, fold, padded, pooled, stage_index
+from guard.training.model import TrainConfig, fit, fold, padded, pooled
 from guard.training.ngrams import fit_ngrams
 from guard.training.tune import ScoredTrace, ScoredWindow, floored, tune, windows_of
 from guard.training.windows import windows, window_tokens
@@ -112,15 +112,15 @@ def _log(msg: str) -> None:
 
 
 def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: Featurizer, seed: int,
-                 extra: list[Sample] = (), *, drafts: float = 0.0):
-    """Token ids, request index, labels, loss weights and stage index of every training window.
+                 extra: list[Sample] = ()):
+    """Token ids, request index, labels and loss weights of every training window.
 
     ``extra`` samples (made for training, never in validation or dev) count as their own set.
     """
     rng = np.random.default_rng(seed)
     tok = featurizer.tokenizer
     ids_out: list[np.ndarray] = []
-    unsafe, refusal, category, sets, prompt_of, stages = [], [], [], [], [], []
+    unsafe, refusal, category, sets, prompt_of = [], [], [], [], []
     prompts: dict[str, int] = {}
     held_out = {s.prompt for s in load_samples(root, ["refusal_direction"])}
     instructions = [r["instruction"] for r in json.loads((root / "refusal_direction" / "harmless_train.json").read_text())]
@@ -128,8 +128,6 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
     for sample in progress([*samples, *extra], "cutting training windows"):
         for trace in place(sample, seed):
             set_name = generated_set(sample) if sample.source == GENERATED else trace.set_name
-            if drafts and (moved := drafted(trace)) is not None and rng.random() < drafts:
-                trace = moved  # counted in its own set's weight still
             prompt = trace.prompt
             if rng.random() < PROMPT_DROPOUT:
                 prompt = STAND_IN_PROMPTS[int(rng.integers(len(STAND_IN_PROMPTS)))]
@@ -150,7 +148,6 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
                     category.append(S_CODES.index(w.category) if w.category else -1)
                     sets.append(set_name)
                     prompt_of.append(p_index)
-                    stages.append(stage_index(w.stage.value))
     # benign instructions (Alpaca, via refusal_direction): many everyday topics, none harmful
     for i in rng.choice(len(instructions), size=min(INSTRUCTIONS, len(instructions)), replace=False):
         ids_out.append(featurizer(instructions[int(i)]))
@@ -159,11 +156,10 @@ def training_set(samples: list[Sample], root: Path, policy: Policy, featurizer: 
         category.append(-1)
         sets.append("instructions")
         prompt_of.append(prompts.setdefault("", len(prompts)))
-        stages.append(stage_index("answer"))
     counts = Counter(sets)
     weight = np.array([SET_WEIGHTS[s] / counts[s] for s in sets], dtype=np.float64)
     labels = np.array(unsafe), np.array(refusal), np.array(category), weight * len(sets) / weight.sum()
-    return ids_out, (list(prompts), np.array(prompt_of)), labels, counts, np.array(stages)
+    return ids_out, (list(prompts), np.array(prompt_of)), labels, counts
 
 
 def _pooled_prompts(table: np.ndarray, featurizer: Featurizer, texts: list[str]) -> np.ndarray:
@@ -250,15 +246,14 @@ def _fit_member(fit_samples: list[Sample], held_out: list[str], root: Path, poli
                 keep_generated: Callable[[Sample], bool] | None) -> tuple[Weights, int]:
     extra = [s for path in generated for s in generated_samples(root, path, held_out)
              if keep_generated is None or keep_generated(s)]
-    ids, (prompt_texts, prompt_of), labels, counts, stages = training_set(fit_samples, root, policy, featurizer, seed,
-                                                                          extra, drafts=cfg.drafts)
+    ids, (prompt_texts, prompt_of), labels, counts = training_set(fit_samples, root, policy, featurizer, seed, extra)
     _log(f"{len(ids)} training windows: {dict(counts)}; {len(prompt_texts)} distinct requests")
     reqs = requests(root, held_out, seed=seed)
     _log(f"{len(reqs)} labelled requests ({sum(r.harmful for r in reqs)} harmful), held-out near-repeats removed")
     xp = _pooled_prompts(table, featurizer, prompt_texts)[prompt_of]
     req_x = _pooled_prompts(table, featurizer, [r.text for r in reqs])
     params = fit(pooled(table, ids), xp, *labels, (req_x, np.array([r.harmful for r in reqs])), cfg, seed=seed,
-                 tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table, stage=stages)
+                 tokens=padded(ids, featurizer.max_tokens) if cfg.peak_width else None, table=table)
     prompt_weights = PromptWeights(fold(table, params, "wp"), params["bp"], params["mix"], params["wq"], params["bq"])
     peak = PeakWeights(fold(table, params, "wk") + params["bk"], params["kmix"]) if "wk" in params else None
     ngram = None
@@ -267,7 +262,7 @@ def _fit_member(fit_samples: list[Sample], held_out: list[str], root: Path, poli
                                       lr=cfg.ngram_lr, l2=cfg.ngram_l2, seed=seed, threads=cfg.threads)
         ngram = NgramWeights(ngram_w, ngram_b, featurizer.vocab_size, cfg.ngram_blend)
     weights = Weights(fold(table, params), params["b1"], params["w2"], params["b2"], S_CODES, featurizer.max_tokens,
-                      prompt_weights, peak, ngram, params.get("stage"))
+                      prompt_weights, peak, ngram)
     return weights, len(ids)
 
 

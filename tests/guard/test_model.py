@@ -97,35 +97,3 @@ def test_every_member_survives_saving(trained, tmp_path):
     exact = (StaticClassifier(weights, featurizer=None).logits(ids)  # type: ignore[arg-type]
              + StaticClassifier(other, featurizer=None).logits(ids)) / 2  # type: ignore[arg-type]
     np.testing.assert_allclose(served, exact, atol=0.05 * np.abs(exact).max())  # int8 tables
-
-
-def test_a_stage_offset_is_served_as_trained(tmp_path):
-    from guard.events import Stage
-
-    rng = np.random.default_rng(4)
-    table = rng.normal(size=(VOCAB, DIM)).astype(np.float32)
-    ids, marked = _toy(1200, rng)
-    stage = rng.integers(0, 2, size=len(ids))  # 0 reasoning, 1 answer
-    labels = marked & (stage == 1)  # the marker counts only in an answer
-    n = len(ids)
-    cfg = TrainConfig(hidden=16, epochs=20, batch=128, lr=1e-2, prompt_hidden=4, dropout=0.0, threads=1, stage_bias=True)
-    requests = (rng.normal(size=(20, DIM)).astype(np.float32), rng.random(20) < 0.5)
-    p = fit(pooled(table, ids), np.zeros((n, DIM), np.float32), labels, np.zeros(n, bool), np.full(n, -1),
-            np.ones(n), requests, cfg, stage=stage)
-    assert p["stage"].shape == (2, 16)
-    weights = Weights(fold(table, p), p["b1"], p["w2"], p["b2"], S_CODES, 128, stage=p["stage"])
-    save_weights(weights, tmp_path, {})
-    (loaded,), _ = load_weights(tmp_path)
-    np.testing.assert_array_equal(loaded.stage, weights.stage)
-    stages = [Stage.ANSWER if s else Stage.REASONING for s in stage]
-    pre = np.stack([table[i].mean(axis=0) @ p["w1"] + p["b1"] + p["stage"][s] for i, s in zip(ids, stage)])
-    reference = np.maximum(pre, 0.0) @ p["w2"] + p["b2"]
-    served = StaticClassifier(weights, featurizer=None)  # type: ignore[arg-type]
-    np.testing.assert_allclose(served.logits(ids, stages=stages), reference, rtol=1e-4, atol=1e-4)
-    # the same marked window reads higher as an answer than as a thought
-    marked_ids = [i for i, m in zip(ids, marked) if m][:50]
-    as_answer = served.logits(marked_ids, stages=[Stage.ANSWER] * 50)[:, 0]
-    as_thought = served.logits(marked_ids, stages=[Stage.REASONING] * 50)[:, 0]
-    assert (as_answer > as_thought).mean() > 0.9
-    # without stages every window reads as an answer
-    np.testing.assert_allclose(served.logits(marked_ids), served.logits(marked_ids, stages=[Stage.ANSWER] * 50))
