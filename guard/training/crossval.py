@@ -121,8 +121,7 @@ def fold_scores(samples: list[Sample], root: Path, policy: Policy, featurizer: F
                                  featurizer, table, cfg, seed if fit_seed is None else fit_seed, generated,
                                  keep_generated=lambda s, held=held: s.key not in scored_keys or not held(s.group))
         traces = list(held_out_traces(samples, folds, k, seed))
-        # reported, not floored: a stage-aware reader can learn that answer-like text in a
-        # thought is harmful, since every training thought but the harmful ones is STAR-1's
+        # the drafted set: reported, never floored (module docstring)
         traces += [d for d in map(drafted, traces) if d is not None]
         traces += _generated_traces([s for s in extra if fold_of(s.group, folds, seed) == k
                                      and split_of(s.group, seed) != "dev"])
