@@ -18,6 +18,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYO
     os.environ.setdefault(_var, "1")
 
 
+_STATIC_DIR = str(Path(__file__).resolve().parent / "artifacts")
+
+
 def _print_summary(result: dict[str, object]) -> None:
     keys = ("n", "tp", "fp", "tn", "fn", "precision", "recall", "f1", "fpr", "delay_tokens_p50",
             "delay_tokens_p95", "leaked_tokens", "check_ms_p50", "check_ms_p99", "traces_per_s")
@@ -35,13 +38,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import asyncio
 
     from guard.datasets.trace import read_traces
-    from guard.detectors.stack import build
+    from guard.detectors.stack import DEFAULT_STACK, build
     from guard.evaluate import evaluate_async
     from guard.evaluate_prompts import evaluate_prompts
     from guard.policy import Policy
 
     policy = Policy.load(args.policy).with_mode(args.mode)
-    detector = build(args.detector, args.artifact)
+    name = args.detector or ("learned" if args.what == "prompts" else DEFAULT_STACK)
+    detector = build(name, args.artifact, threads=args.threads)
     if args.what == "prompts":
         if args.traces_out:
             raise SystemExit("--traces-out goes with `eval traces`")
@@ -62,11 +66,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from guard.datasets import SOURCES, data_dir, split_traces, write_traces
 
+    from guard.datasets import reasoning_traces
+
     if args.set in ("dev", "val"):
         from guard.datasets.spoof import with_requests
+        from guard.datasets.suite import suite
 
-        traces = split_traces(args.set, args.data_dir, seed=args.seed)
+        traces = suite(data_dir(args.data_dir), args.set, seed=args.seed)
         traces = list(with_requests(traces, args.request, data_dir(args.data_dir), args.seed))
+    elif args.set in ("static_dev", "static_val"):  # the static classifier's older mixture (guard/artifacts/README.md)
+        traces = split_traces(args.set.removeprefix("static_"), args.data_dir, seed=args.seed)
+    elif args.set in reasoning_traces.FILES:
+        traces = [t.trace for t in reasoning_traces.read(data_dir(args.data_dir), args.set)]
     elif args.set == "xstest_prompts":
         from guard.datasets.xstest import prompt_traces
 
@@ -79,6 +90,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.reader == "intent":
+        return _train_intent(args)
     from guard.training import train
 
     from guard.training.model import config_from
@@ -96,17 +109,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_intent(args: argparse.Namespace) -> int:
+    from guard.detectors.intent import INTENT_DIR
+    from guard.training.intent import train
+    from guard.training.intent_model import IntentConfig
+
+    config = IntentConfig(epochs=args.intent_epochs)
+    out = args.out if args.out != _STATIC_DIR else str(INTENT_DIR)
+    report = train(args.data_dir, out, args.seed, cache_dir=args.cache_dir, config=config, policy_path=args.policy,
+                   scale=args.scale)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"intent reader: {out} ({report['artifact_bytes']} bytes), trained in {report['train_seconds']} s")
+    print(f"thresholds picked on validation (never dev): {json.dumps(report['thresholds'])}")
+    print("dev figures (never used for tuning):")
+    _print_summary(report["dev"])  # type: ignore[arg-type]
+    return 0
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from guard.datasets import SOURCES
     from guard.datasets.generated import SHIPPED, SHIPPED_HARMFUL, SHIPPED_NEIGHBOURS, generated_files
     from guard.datasets.spoof import REQUESTS
-    from guard.detectors.classifier import ARTIFACT_DIR
+    from guard.datasets.reasoning_traces import FILES
     from guard.detectors.stack import DEFAULT_STACK, STACKS
     from guard.training.model import add_config_arguments
 
-    p = subparsers.add_parser("train", help="rebuild the learned detector from ../shared/data")
+    p = subparsers.add_parser("train", help="rebuild the intent reader (or the older static classifier) from ../shared/data")
+    p.add_argument("--reader", choices=["intent", "static"], default="intent",
+                   help="intent: the cross-encoder (guard/artifacts/intent/, the default detector); static: the older "
+                        "static-vector classifier (guard/artifacts/classifier.npz)")
     p.add_argument("--data-dir", default=None, help="default: $THOUGHTGUARD_DATA_DIR or ../shared/data")
-    p.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory (default: the shipped one)")
+    p.add_argument("--out", default=_STATIC_DIR, help="artifact directory (default: the shipped one of --reader)")
+    p.add_argument("--scale", type=float, default=1.0, help="intent: share of each window group's cap to train on")
+    p.add_argument("--intent-epochs", type=int, default=3, help="intent: passes over the training windows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
     p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL},{SHIPPED_NEIGHBOURS}", type=generated_files,
@@ -129,16 +166,21 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--policy", default=None, help="policy YAML (default: guard/policies/default.yaml)")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], default=None)
-    p.add_argument("--detector", choices=STACKS, default=DEFAULT_STACK, help="detector stack (default: the gateway's)")
-    p.add_argument("--artifact", default=None, help="classifier artifact directory")
+    p.add_argument("--detector", choices=STACKS, default=None,
+                   help="detector stack (default: the gateway's for traces; for prompts, the static classifier's "
+                        "request head, which the gateway's prompt check uses)")
+    p.add_argument("--artifact", default=None, help="the detector's artifact directory (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=1, help="the intent reader's ONNX Runtime threads (default 1)")
     p.add_argument("--traces-out", type=Path, default=None,
                    help="traces only: also write one JSON line per trace (its verdict: stage, rule, category, "
                         "score, position, the window that decided; delay, cut before the onset, leaked tokens)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("data", help="convert a ../shared/data set into traces")
-    p.add_argument("set", choices=[*SOURCES, "dev", "val", "xstest_prompts"],
-                   help="a source set, the mixed dev / val file, or XSTest's prompts labelled for the prompt check")
+    p.add_argument("set", choices=[*SOURCES, *FILES, "dev", "val", "static_dev", "static_val", "xstest_prompts"],
+                   help="a source set (reasoning_traces/ files by their name), the evaluation suite's dev / val split "
+                        "(reasoning traces by group or request, plus the older sets' answers), the static "
+                        "classifier's older mixture, or XSTest's prompts labelled for the prompt check")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)

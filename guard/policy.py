@@ -17,6 +17,8 @@ from guard.events import Stage
 from guard.verdict import Action
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.yaml"
+# the static classifier's thresholds and hold-back rules (``guard.detector: learned+lexicon``)
+STATIC_POLICY_PATH = Path(__file__).parent / "policies" / "static.yaml"
 
 
 class HoldBack(str, Enum):

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from guard.detectors.stack import STACKS
 from server.supervisor import ModelHints, VLLMProcess
 
 
@@ -30,7 +31,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--config", help="YAML settings file (same keys as THOUGHTGUARD_* variables)")
     p.add_argument("--policy", help="guard policy YAML")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], help="hold-back mode for the deployment")
-    p.add_argument("--detector", choices=["learned+lexicon", "learned", "lexicon"])
+    p.add_argument("--detector", choices=list(STACKS))
     p.add_argument("--no-guard", action="store_true", help="pass-through (for overhead measurements)")
     p.add_argument("--vllm-port", type=int, default=8001, help="port of the managed vLLM (default 8001)")
     p.add_argument("--served-model-name", help="model name clients use (default: the model folder name)")

@@ -98,7 +98,7 @@ class GuardedCompletion:
     async def check_prompt(self) -> Verdict | None:
         """The optional pre-generation check; a stopping verdict means no upstream call at all."""
         result = await check_prompt(
-            self.guardrail.detector, self.guardrail.policy, self.prompt, tuple(self.images)
+            self.guardrail.prompt_detector, self.guardrail.policy, self.prompt, tuple(self.images)
         )
         self.prompt_check_tiers = result.tiers
         if result.verdict is None:

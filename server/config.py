@@ -62,8 +62,15 @@ class GuardModelSettings(BaseModel):
 class GuardSettings(BaseModel):
     enabled: bool = True
     detector: StackName = Field(
-        DEFAULT_STACK, description="fast tier: the learned classifier, the lexicon, or both (the higher reading wins)"
+        DEFAULT_STACK,
+        description="the reader: `intent` (the cross-encoder over request and thought), or the older static"
+        " classifier, the lexicon, or both (the higher reading wins)",
     )
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="where the intent reader runs; `cuda` needs onnxruntime-gpu on a GPU host"
+    )
+    reader_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads of the intent reader")
+    max_batch: int = Field(16, ge=1, le=256, description="checks due together across streams run as one batch of at most this")
     policy_file: Path | None = Field(None, description="YAML policy; the shipped default when unset")
     mode: HoldBack | None = Field(None, description="overrides the policy's hold-back mode for the deployment")
     prompt_check: bool = Field(False, description="check the user's text before any upstream call")

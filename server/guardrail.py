@@ -13,15 +13,26 @@ from server.upstream import Upstream
 
 
 class Guardrail:
-    def __init__(self, detector: Detector, policy: Policy, *, enabled: bool = True) -> None:
+    def __init__(self, detector: Detector, policy: Policy, *, enabled: bool = True,
+                 prompt_detector: Detector | None = None) -> None:
         self.detector, self.policy, self.enabled = detector, policy, enabled
+        # the optional prompt check reads the request alone; the intent reader reads a request *and*
+        # a thought, so that check keeps the static classifier's request head (built on first use)
+        self._prompt_detector = prompt_detector
+
+    @property
+    def prompt_detector(self) -> Detector:
+        if self._prompt_detector is None:
+            self._prompt_detector = build("learned") if self.detector.name.startswith("intent") else self.detector
+        return self._prompt_detector
 
     @classmethod
     def from_settings(cls, settings: GuardSettings, guard_upstream: Upstream | None = None) -> "Guardrail":
         policy = Policy.load(settings.policy_file).with_mode(settings.mode)
         if not settings.enabled:
             return cls(NullDetector(), policy.with_mode(HoldBack.LIVE), enabled=False)
-        detector = build(settings.detector)
+        detector = build(settings.detector, threads=settings.reader_threads, device=settings.device,
+                         max_batch=settings.max_batch)
         gm = settings.guard_model
         if guard_upstream is not None:
             from guard.detectors.guard_model import GuardModelDetector
@@ -39,3 +50,5 @@ class Guardrail:
 
     async def aclose(self) -> None:
         await self.detector.aclose()
+        if self._prompt_detector is not None and self._prompt_detector is not self.detector:
+            await self._prompt_detector.aclose()

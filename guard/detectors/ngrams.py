@@ -6,7 +6,7 @@ heated" pool to nearly the same point. A linear model over the window's token id
 bigrams (hashed into a fixed table) keeps the word order, at the cost of paraphrase. Its logit
 is blended into the network's unsafe logit (``blend`` of it), in the hope that each reading
 is weak where the other is strong. Off in the shipped artifact: on a held-out fold the blend
-lowered recall at the same flag rate (guard/artifacts/README.md, "A hashed n-gram reading").
+lowered recall at the same flag rate (docs/experiments.md, "A hashed n-gram reading").
 Features are binary and L2-normalised, so a long window is not surer than a short one for
 being long. Only numpy: serving never hashes strings.
 """

@@ -38,7 +38,7 @@ from guard.datasets.split import _unit, split_of
 from guard.datasets.trace import Trace
 from guard.detectors.classifier import StaticClassifier
 from guard.detectors.featurize import Featurizer
-from guard.policy import Policy
+from guard.policy import STATIC_POLICY_PATH, Policy
 from guard.training.distil import token_table, tokenizer_path
 from guard.training.model import TrainConfig, add_config_arguments, config_from
 from guard.training.pipeline import _held_out_prompts, _scored, fit_weights
@@ -133,7 +133,7 @@ def crossval(data_dir=None, *, folds: int = 4, seed: int = 0, fit_seed: int | No
              cache_dir: str | Path = ".cache/thoughtguard", config: TrainConfig | None = None) -> dict[str, object]:
     from tokenizers import Tokenizer
 
-    root, policy, cfg = resolve_data_dir(data_dir), Policy.load(policy_path), config or TrainConfig()
+    root, policy, cfg = resolve_data_dir(data_dir), Policy.load(policy_path or STATIC_POLICY_PATH), config or TrainConfig()
     samples = load_samples(root)
     featurizer = Featurizer(Tokenizer.from_file(str(tokenizer_path())))
     table = token_table(Path(cache_dir), root, cfg.embeddings, cfg.sif)

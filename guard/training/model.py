@@ -36,10 +36,10 @@ class TrainConfig:
     prompt_weight: float = 0.5  # the auxiliary request-harm loss
     # the max-pooled pathway: each token through its own learned projection, the window's
     # feature is the maximum over its tokens. Off (0) by default: not yet cross-validated;
-    # validation figures in guard/artifacts/README.md ("A max-pooled pathway")
+    # validation figures in docs/experiments.md ("A max-pooled pathway")
     peak_width: int = 0
     # the hashed n-gram reading (guard.training.ngrams): its share of the unsafe logit. Off (0,
-    # fits none) by default: it lowered cross-validated recall (guard/artifacts/README.md,
+    # fits none) by default: it lowered cross-validated recall (docs/experiments.md,
     # "A hashed n-gram reading")
     ngram_blend: float = 0.0
     ngram_epochs: int = 4
@@ -48,7 +48,7 @@ class TrainConfig:
     threads: int = 2
     # networks fitted alike from seeds seed, seed + 1, ..., served as one by averaging their
     # logits (StaticClassifier); each member costs one more fit and one more table gather per check.
-    # Two ship since session 11 (guard/artifacts/README.md, "Two fits averaged")
+    # Two ship since session 11 (docs/experiments.md, "Two fits averaged")
     members: int = 2
     # the frozen token vectors (guard.training.distil.token_table): MiniLM's reading of each token
     # alone, its average reading in a corpus, or both side by side

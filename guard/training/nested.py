@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from guard.policy import Policy
+from guard.policy import STATIC_POLICY_PATH, Policy
 from guard.training.tune import GRID as TUNE_GRID
 from guard.training.tune import ScoredTrace, floored, score_sets, tune
 
@@ -99,7 +99,7 @@ def nested(folds: Sequence[list[ScoredTrace]], policy: Policy, *, max_fpr: float
     mean, at_onset = _mean(per_fold, "rates"), _mean(per_fold, "at_onset")
     recall = float(np.mean([v for name, v in mean.items() if name.startswith("unsafe")]))
     return {"folds": per_fold, "mean": mean, "mean_recall": round(recall, 4),
-            # the contract counts a cut before the harm began; this does not (guard/artifacts/README.md)
+            # the contract counts a cut before the harm began; this does not (docs/experiments.md)
             "mean_recall_at_onset": round(float(np.mean(list(at_onset.values()))), 4) if at_onset else None,
             "at_onset": at_onset, "delay_p95": round(float(np.mean([f["delay_p95"] for f in per_fold])), 1)}
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if len({len(m) for m in members}) != 1:
         raise SystemExit("the folders hold different numbers of folds")
     folds = [logit_mean(per_fold) for per_fold in zip(*members)]
-    policy = Policy.load(args.policy)
+    policy = Policy.load(args.policy or STATIC_POLICY_PATH)
     if args.pooled:
         extra = validation_scores(args.artifact, policy, args.data_dir) if args.artifact else []
         print(json.dumps({"members": args.folders, **pooled(folds, policy, extra, max_fpr=args.max_fpr)}))

@@ -49,7 +49,7 @@ from guard.detectors.featurize import Featurizer
 from guard.detectors.lexicon import LexiconDetector
 from guard.detectors.ngrams import NgramWeights
 from guard.evaluate import evaluate_async
-from guard.policy import Policy, WindowSettings
+from guard.policy import STATIC_POLICY_PATH, Policy, WindowSettings
 from guard.replay import pieces
 from guard.training.distil import token_table, tokenizer_path
 from guard.training.model import TrainConfig, fit, fold, padded, pooled
@@ -104,7 +104,7 @@ STAND_IN_PROMPTS = (
 PROMPT_DROPOUT = 0.3
 # a harmful answer must stay harmful under a harmless-looking request (the real one may be in an
 # image): this share of the generated harmful answers is taught under a random benign instruction
-DECOY_RATE = 0.25  # chosen by cross-validation (guard/artifacts/README.md)
+DECOY_RATE = 0.25  # chosen by cross-validation (docs/experiments.md)
 
 
 def _log(msg: str) -> None:
@@ -294,7 +294,7 @@ def train(
     cfg = config or TrainConfig()
     started = time.perf_counter()
     out, cache, root = Path(out_dir), Path(cache_dir), resolve_data_dir(data_dir)
-    policy = Policy.load(policy_path)
+    policy = Policy.load(policy_path or STATIC_POLICY_PATH)
     samples = load_samples(root)
     fit_samples = [s for s in samples if split_of(s.group, seed) == "fit"]
     _log(f"{len(samples)} samples, {len(fit_samples)} in the fit split")

@@ -32,7 +32,7 @@ GRID = (
 # answers, STAR-1, XSTest) and the generated benign answers where they are scored. Refusals are
 # safe too, but flagging one swaps the model's refusal for the guard's, which costs its reader
 # nothing; held to the floor, they kept an ensemble's thresholds at 0.97 where 0.8 met the floor
-# on every named set (guard/artifacts/README.md, "Two fits averaged")
+# on every named set (docs/experiments.md, "Two fits averaged")
 FLOORED = ("benign", "star1", "xstest_safe", GENERATED)
 
 # the delay floor is a p95 over *cut* traces, so a point that misses the late ones reads better

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,18 +43,15 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "steer": policy_file(tmp, "steer", actions={"prompt": "allow", "reasoning": "steer", "answer": "block"}),
         "flag": policy_file(tmp, "flag", actions={"prompt": "allow", "reasoning": "flag", "answer": "flag"}),
         "open": policy_file(tmp, "open", failure={"mode": "open", "timeout_s": 2.0}),
-        "streaming": policy_file(tmp, "streaming", **streaming()),
-        "no_lookahead": policy_file(tmp, "no_lookahead", **streaming(wary=True)),
+        "lookahead": policy_file(tmp, "lookahead", **with_thresholds(lookahead_windows=4)),
+        "wary": policy_file(tmp, "wary", **with_thresholds(wary=0.0)),
     }
 
 
-def streaming(*, wary: bool = False) -> dict[str, Any]:
-    """The default policy with the lookahead (and unless ``wary``, wary streams) off: verified text
-    streams out as it is checked."""
+def with_thresholds(**changes: Any) -> dict[str, Any]:
+    """The default policy with some thresholds changed (the opt-in hold-back rules)."""
     data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    if not wary:
-        data["thresholds"]["wary"] = data["thresholds"]["wary_window"] = None
-    data["thresholds"]["lookahead_windows"] = 0
+    data["thresholds"].update(changes)
     return data
 
 
@@ -97,71 +95,81 @@ def test_flag_annotates_without_blocking(
     assert ext["action"] == "flag" and ext["flags"] and ext["flags"][0]["action"] == "flag"
 
 
-def test_self_flagged_reasoning_then_compliant_answer_is_blocked(
-    gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
+def test_unsafe_thought_is_cut_at_its_onset_window_and_nothing_after_the_onset_shows(
+    gateway_url: str, served_model: str, vllm_url: str
 ) -> None:
+    conv = CONVERSATIONS["unsafe_reasoning"]
+    got = run(gateway_url, served_model, "unsafe_reasoning")
+    assert got["finish_reason"] == "content_filter"
+    ext = got["thoughtguard"]
+    assert ext["action"] == "block" and ext["stage"] == "reasoning"
+    shown = got["reasoning"]
+    assert conv["reasoning"].startswith(shown.strip()) and len(shown.strip()) <= conv["onset"]
+    # cut within the window that holds the onset or the next: two windows of 16 tokens past it at most
+    onset_tokens = len(conv["reasoning"][: conv["onset"]].split())
+    assert ext["position"] <= onset_tokens + 2 * 16 + 8
+    wait_running_zero(vllm_url, within=2.0)
+
+
+def test_self_flagged_reasoning_then_compliant_answer_is_blocked(gateway_url: str, served_model: str) -> None:
     conv = CONVERSATIONS["collapse"]
-    # the default policy: the request reads as harmful, so the stream is wary, and a cut one shows nothing
-    wary = run(gateway_url, served_model, "collapse")
-    # streaming window by window, the thought that recognised the harm is safe and passes whole
-    plain = run(gateway_factory(guard={"policy_file": policies["streaming"]}), served_model, "collapse")
-    assert wary["reasoning"] == "" and plain["reasoning"].strip() == conv["reasoning"]
-    for got in (wary, plain):
-        assert got["finish_reason"] == "content_filter"
-        ext = got["thoughtguard"]
-        assert ext["action"] == "block" and ext["stage"] == "answer"
-        assert "tension wrench" not in got["content"]
+    got = run(gateway_url, served_model, "collapse")
+    # the thought that recognised the harm is safe and streams whole; the compliant answer is cut
+    assert got["reasoning"].strip() == conv["reasoning"]
+    assert got["finish_reason"] == "content_filter"
+    ext = got["thoughtguard"]
+    assert ext["action"] == "block" and ext["stage"] == "answer"
+    assert "tension wrench" not in got["content"]
 
 
-def test_a_wary_stream_arrives_whole_once_it_is_all_checked(
-    gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
-) -> None:
-    conv = CONVERSATIONS["refuses"]  # a harmful request, a safe refusal
-    windowed = gateway_factory(guard={"policy_file": policies["no_lookahead"]})  # wary streams on
-    wary = run(windowed, served_model, "refuses")
-    plain = run(gateway_factory(guard={"policy_file": policies["streaming"]}), served_model, "refuses")
-    for got in (wary, plain):
-        assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
-        assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
-    assert wary["order"] == ["reasoning", "answer"]  # one piece each, at the end
-    assert plain["order"].count("reasoning") > 1  # window by window
-    benign = run(windowed, served_model, "benign")  # a harmless request is not wary
-    assert benign["order"].count("reasoning") > 1
+def test_a_refusal_thought_streams_window_by_window(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["refuses"]  # a harmful request, a safe refusal: not held back for its request
+    got = run(gateway_url, served_model, "refuses")
+    assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
+    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    assert got["order"].count("reasoning") > 1
 
 
-def test_lookahead_holds_the_last_windows_until_the_stream_ends(
+def test_a_legitimate_request_on_an_alarming_topic_is_answered(gateway_url: str, served_model: str) -> None:
+    conv = CONVERSATIONS["benign_sensitive"]
+    got = run(gateway_url, served_model, "benign_sensitive")
+    assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
+    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    assert got["order"].count("reasoning") > 1
+
+
+def test_opt_in_hold_back_rules_hold_what_they_say(
     gateway_url: str, gateway_factory: Callable[..., str], policies: dict[str, str], served_model: str
 ) -> None:
-    conv = CONVERSATIONS["benign"]  # a short thought: fewer windows than the default lookahead of 4
-    held = run(gateway_url, served_model, "benign")
-    windowed = run(gateway_factory(guard={"policy_file": policies["no_lookahead"]}), served_model, "benign")
-    for got in (held, windowed):
+    conv = CONVERSATIONS["benign"]  # a short thought: fewer windows than a lookahead of 4
+    plain = run(gateway_url, served_model, "benign")
+    ahead = run(gateway_factory(guard={"policy_file": policies["lookahead"]}), served_model, "benign")
+    wary = run(gateway_factory(guard={"policy_file": policies["wary"]}), served_model, "refuses")
+    for got, c in ((plain, conv), (ahead, conv), (wary, CONVERSATIONS["refuses"])):
         assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
-        assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
-    assert held["order"] == ["reasoning", "answer"] and windowed["order"].count("reasoning") > 1
+        assert got["reasoning"].strip() == c["reasoning"] and got["content"].strip() == c["answer"]
+    assert plain["order"].count("reasoning") > 1  # the default: window by window
+    assert ahead["order"] == ["reasoning", "answer"]  # held until the stream ended
+    assert wary["order"] == ["reasoning", "answer"]  # a wary stream arrives whole once all checked
 
 
 def test_a_held_stream_gets_keepalive_comments_that_the_sdk_skips(
     gateway_factory: Callable[..., str], served_model: str
 ) -> None:
-    base = gateway_factory(sse_keepalive_s=1e-6)  # so every upstream event that sends nothing is followed by one
-    conv = CONVERSATIONS["refuses"]  # wary: nothing is sent until the tiny model has finished
-    body = {"model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 512, "stream": True}
+    base = gateway_factory(sse_keepalive_s=1e-6)  # so an upstream event that sends nothing is followed by one
+    conv = CONVERSATIONS["refuses"]
+    hidden = {"thoughtguard": {"mode": "hidden"}}  # the thought is checked but never sent: the stream is silent
+    body = {"model": served_model, "messages": user_message(conv), "temperature": 0, "max_tokens": 512,
+            "stream": True, **hidden}
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as r:
         lines = [ln for ln in r.iter_lines() if ln]
-    first_text = next(i for i, ln in enumerate(lines) if '"reasoning"' in ln)
-    assert lines[:first_text].count(": keep-alive") >= 10  # the held tokens of the refusal's thought
+    first_text = next(i for i, ln in enumerate(lines) if re.search(r'"content":\s*"[^"]', ln))
+    assert ": keep-alive" in lines[:first_text]  # however the upstream chunked the thought
+    assert not any('"reasoning"' in ln for ln in lines)
     assert lines[-1] == "data: [DONE]"
-    got = run(base, served_model, "refuses")  # the openai SDK reads the same stream whole
-    assert got["finish_reason"] == "stop"
-    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
-
-
-def test_refusing_reasoning_passes(gateway_url: str, served_model: str) -> None:
-    conv = CONVERSATIONS["refuses"]
-    got = run(gateway_url, served_model, "refuses")
-    assert got["finish_reason"] == "stop" and got["thoughtguard"] is None
-    assert got["reasoning"].strip() == conv["reasoning"] and got["content"].strip() == conv["answer"]
+    got = run(base, served_model, "refuses", extra_body=hidden)  # the openai SDK reads the same stream whole
+    assert got["finish_reason"] == "stop" and got["reasoning"] == ""
+    assert got["content"].strip() == conv["answer"]
 
 
 def test_image_jailbreak_read_out_in_reasoning_is_blocked(gateway_url: str, served_model: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from guard.detectors.classifier import LearnedDetector
 from guard.detectors.ensemble import Ensemble
+from guard.detectors.intent import IntentDetector
 from guard.detectors.lexicon import LexiconDetector
 from guard.detectors.stack import DEFAULT_STACK, STACKS, build
 from server.config import GuardSettings
@@ -14,13 +15,14 @@ from server.config import GuardSettings
 def test_every_name_builds_the_stack_it_names() -> None:
     built = {name: build(name) for name in STACKS}
     assert isinstance(built["lexicon"], LexiconDetector) and isinstance(built["learned"], LearnedDetector)
+    assert isinstance(built["intent"], IntentDetector)
     both = built["learned+lexicon"]
     assert isinstance(both, Ensemble) and [type(m) for m in both.members] == [LearnedDetector, LexiconDetector]
     assert {name: det.name for name, det in built.items()} == {name: name for name in STACKS}
 
 
 def test_the_gateway_accepts_the_same_names_and_default() -> None:
-    assert GuardSettings().detector == DEFAULT_STACK == "learned+lexicon"
+    assert GuardSettings().detector == DEFAULT_STACK == "intent"
     for name in STACKS:
         assert GuardSettings(detector=name).detector == name
     with pytest.raises(ValueError):

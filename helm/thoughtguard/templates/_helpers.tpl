@@ -220,6 +220,12 @@ checksum/api-keys: {{ join "," .Values.apiKeys.keys | sha256sum }}
     - name: THOUGHTGUARD_GUARD__DETECTOR
       value: {{ . | quote }}
     {{- end }}
+    - name: THOUGHTGUARD_GUARD__DEVICE
+      value: {{ .Values.gateway.readerDevice | quote }}
+    - name: THOUGHTGUARD_GUARD__READER_THREADS
+      value: {{ .Values.gateway.readerThreads | quote }}
+    - name: THOUGHTGUARD_GUARD__MAX_BATCH
+      value: {{ .Values.gateway.readerMaxBatch | quote }}
     {{- if .Values.gateway.metricsPort }}
     - name: THOUGHTGUARD_METRICS_PORT
       value: {{ .Values.gateway.metricsPort | quote }}
