@@ -36,9 +36,10 @@ test: models
 bench: models
 	$(BIN)/python -m bench all
 
-# Rebuild the learned detector's artifact (guard/artifacts/classifier.npz, figures.json) from
-# ../shared/data and the committed generated answers: seed 0, two members, ~32 min on 2 cores.
-# It prints the new thresholds; copy them into guard/policies/default.yaml and its helm/kustomize copies.
+# Rebuild the intent reader (guard/artifacts/intent/: reader.int8.onnx, reader.json, figures.json)
+# from ../shared/data: seed 0, fixed splits, about 30 min on 2 cores (frozen-layer outputs cached in .cache/).
+# It prints the thresholds it picked on validation; copy them into guard/policies/default.yaml and
+# its helm/kustomize copies. `thoughtguard train --reader static` rebuilds the older static classifier.
 artifact: venv
 	$(BIN)/thoughtguard train
 

@@ -1,7 +1,7 @@
 """``python -m bench [what ...]``: run benchmarks one after another (``make bench`` runs ``all``).
 
-what: overhead, overhead-isolated, capacity, guard-cost, timeliness, soak, record, report, all
-(= overhead, overhead-isolated, capacity, guard-cost, timeliness). Results go to
+what: overhead, overhead-isolated, capacity, guard-cost, timeliness, paced, soak, record, report, all
+(= overhead, overhead-isolated, capacity, guard-cost, timeliness, paced). Results go to
 ``results/bench/*.json``, plots to ``docs/img/``; ``report`` prints the markdown tables of the
 results present, for docs/benchmarks.md. Each benchmark also runs alone, with its own options:
 ``python -m bench.overhead --help`` etc.
@@ -21,17 +21,18 @@ STEPS = {
     "capacity": ["bench.capacity", "--profile"],
     "guard-cost": ["bench.guard_cost"],
     "timeliness": ["bench.timeliness"],
+    "paced": ["bench.paced"],
     "soak": ["bench.soak"],
     "record": ["bench.record"],
 }
-ALL = ["overhead", "overhead-isolated", "capacity", "guard-cost", "timeliness"]
+ALL = ["overhead", "overhead-isolated", "capacity", "guard-cost", "timeliness", "paced"]
 
 
 def report() -> None:
-    from bench import capacity, guard_cost, overhead, timeliness
+    from bench import capacity, guard_cost, overhead, paced, timeliness
 
     for name, mod in (("overhead", overhead), ("overhead-isolated", overhead), ("capacity", capacity),
-                      ("guard_cost", guard_cost), ("timeliness", timeliness)):
+                      ("guard_cost", guard_cost), ("timeliness", timeliness), ("paced", paced)):
         path = RESULTS / f"{name}.json"
         if path.is_file():
             data = json.loads(path.read_text())

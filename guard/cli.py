@@ -117,7 +117,7 @@ def _train_intent(args: argparse.Namespace) -> int:
     config = IntentConfig(epochs=args.intent_epochs)
     out = args.out if args.out != _STATIC_DIR else str(INTENT_DIR)
     report = train(args.data_dir, out, args.seed, cache_dir=args.cache_dir, config=config, policy_path=args.policy,
-                   scale=args.scale)
+                   scale=args.scale, replayed=args.replayed_answers)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -144,6 +144,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--out", default=_STATIC_DIR, help="artifact directory (default: the shipped one of --reader)")
     p.add_argument("--scale", type=float, default=1.0, help="intent: share of each window group's cap to train on")
     p.add_argument("--intent-epochs", type=int, default=3, help="intent: passes over the training windows")
+    p.add_argument("--replayed-answers", action="store_true",
+                   help="intent: also teach the older sets' answers streamed as a thought (harmful and safe alike)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=".cache/thoughtguard", help="distilled embedding cache")
     p.add_argument("--generated", default=f"{SHIPPED},{SHIPPED_HARMFUL},{SHIPPED_NEIGHBOURS}", type=generated_files,

@@ -2,7 +2,7 @@
 
 The reader sees ``[CLS] request [SEP] window [SEP]``: the request's opening (who asks for what)
 and the window's most recent text (what the model is doing about it now). The request is cut
-from the end, the window from the start, so a long request never pushes the newest thought out.
+to its opening tokens, the window to its newest ones, so a long request never pushes the newest thought out.
 """
 
 from __future__ import annotations

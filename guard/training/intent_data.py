@@ -30,7 +30,8 @@ from guard.training.windows import stage_windows
 # total loss weight of each label group, whatever its size, and how many of its windows are kept
 # at most (a seeded subsample; the written and marked-onset windows are few and all kept)
 CAPS = {"unsafe_onset": 6000, "unsafe_thought": 6000, "unsafe_imputed": 2500, "unsafe_answer": 2500,
-        "safe_written": 6000, "safe_thought": 3000, "safe_answer": 3000}
+        "safe_written": 6000, "safe_thought": 3000, "safe_answer": 3000, "unsafe_replayed": 1500,
+        "safe_replayed": 1500}
 GROUPS = {
     "unsafe_onset": 2.0,  # the first windows after a marked onset: where the cut should land
     "unsafe_thought": 2.0,  # later windows after a marked onset, in the thought
@@ -39,7 +40,13 @@ GROUPS = {
     "safe_written": 3.0,  # written refusals, legitimate requests on alarming topics, drafts, benign
     "safe_thought": 2.5,  # real thoughts that decline or help safely; harmful traces before their onset
     "safe_answer": 2.5,  # safe answers: OR-Bench-Hard, XSTest, refusals, benign, VLGuard
+    # with ``replayed``: the older sets' answers streamed as a thought, harmful (working instructions
+    # in a thought) and safe (a thought that drafts a helpful answer) alike, so that neither
+    # "answer-like text in a thought" nor its absence is what the reader learns
+    "unsafe_replayed": 1.0,
+    "safe_replayed": 1.0,
 }
+REPLAYED_SAFE = ("benign", "xstest_safe", "refusal", "vlguard", "orbench_hard")
 ONSET_WINDOWS = 3  # windows after a marked onset that count as its onset
 IMPUTED_ONSET = 0.25  # an unmarked harmful thought is taught unsafe from here on; before it, not at all
 ANSWER_UNSAFE_WINDOWS = 6  # a harmful answer's later windows are often generic prose: not taught
@@ -108,12 +115,27 @@ def _safe_group(trace: Trace) -> str:
     return "safe_thought" if trace.reasoning and name != "unsafe_answer" else "safe_answer"
 
 
+def _replayed(trace: Trace) -> Trace | None:
+    """An answer-only trace's answer streamed as its thought (onset 0 if harmful), or None."""
+    if trace.set_name == "unsafe_answer":
+        return Trace(trace.id, trace.prompt, trace.answer, "", "unsafe", trace.category, 0)
+    if trace.set_name in REPLAYED_SAFE and not trace.reasoning and trace.answer:
+        return Trace(trace.id, trace.prompt, trace.answer, "", "safe")
+    return None
+
+
 def training_windows(root: Path, settings: WindowSettings, *, seed: int = 0, scale: float = 1.0,
-                     part: Split = "fit") -> list[TrainWindow]:
+                     part: Split = "fit", replayed: bool = False) -> list[TrainWindow]:
     """The split's windows, each group cut to ``CAPS`` (times ``scale``) by a seeded subsample."""
     rng = np.random.default_rng(seed)
     reasoning, older = parts(root, part, seed)
     out: list[TrainWindow] = []
+    if replayed:
+        for trace in filter(None, map(_replayed, reasoning + older)):
+            group = "unsafe_replayed" if trace.unsafe else "safe_replayed"
+            found = _trace_windows(trace, settings, imputed=False, safe_group=group, rng=rng)
+            out += [w if not w.unsafe else TrainWindow(w.request, w.text, True, group, w.category, w.stage)
+                    for w in found[:ANSWER_UNSAFE_WINDOWS]]
     for trace in reasoning + older:
         imputed = trace.set_name in ("safekey", "selfjb_unsafe")
         found = _trace_windows(trace, settings, imputed=imputed, safe_group=_safe_group(trace), rng=rng)

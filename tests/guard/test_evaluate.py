@@ -177,3 +177,16 @@ def test_a_wary_stream_leaks_nothing_and_its_hold_back_is_counted():
     assert (plain["wary_streams"], wary["wary_streams"]) == (0, 2)
     assert wary["per_set"]["benign"]["wary"] == 1
     assert wary["holdback_tokens_mean"] > plain["holdback_tokens_mean"]  # the safe stream waited for its end
+
+
+def test_replaying_traces_concurrently_gives_the_same_figures():
+    import asyncio
+
+    from guard.evaluate import evaluate_async
+
+    traces = TRACES * 5
+    one, _ = asyncio.run(evaluate_async(traces, Scripted(_poison), Policy.load(), concurrency=1))
+    many, results = asyncio.run(evaluate_async(traces, Scripted(_poison), Policy.load(), concurrency=8))
+    timing = {"check_ms_p50", "check_ms_p99", "traces_per_s"}
+    assert {k: v for k, v in one.items() if k not in timing} == {k: v for k, v in many.items() if k not in timing}
+    assert [r.trace.id for r in results] == [t.id for t in traces]  # in input order
