@@ -70,7 +70,12 @@ class GuardSettings(BaseModel):
         "cpu", description="where the intent reader runs; `cuda` needs onnxruntime-gpu on a GPU host"
     )
     reader_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads of the intent reader")
-    max_batch: int = Field(16, ge=1, le=256, description="checks due together across streams run as one batch of at most this")
+    max_batch: int = Field(
+        1, ge=1, le=256,
+        description="checks due together across streams run as one batch of at most this many; 1 (the default) reads"
+        " each window alone, as the thresholds were tuned: the int8 reader quantises activations per call, so a"
+        " batched reading shifts with its batch partners, and on one CPU core batches were no faster per window",
+    )
     policy_file: Path | None = Field(None, description="YAML policy; the shipped default when unset")
     mode: HoldBack | None = Field(None, description="overrides the policy's hold-back mode for the deployment")
     prompt_check: bool = Field(False, description="check the user's text before any upstream call")

@@ -5,8 +5,11 @@ traces, reads ``[CLS] request [SEP] window [SEP]`` (:mod:`guard.detectors.pairs`
 over word order, so "I'll explain why I won't help build a bomb" and "I'll list the parts for the
 bomb" read differently. It runs without torch: an int8 ONNX graph in ONNX Runtime, one thread by
 default (``threads``), on the CPU or, where ONNX Runtime's CUDA provider is installed, a GPU
-(``device``). Checks that fall due together across streams run as one batch
-(:class:`~guard.detectors.batcher.MicroBatcher`) in a worker thread, off the event loop.
+(``device``). Checks run in a worker thread, off the event loop
+(:class:`~guard.detectors.batcher.MicroBatcher`); those that fall due together across streams run as
+one batch of up to ``max_batch``. The default is 1: int8 activations are quantised per call, so a
+batched reading moves with its batch partners (by up to 0.4 on a mid-range window), and on one
+CPU core a batch was no faster per window than single reads (docs/benchmarks.md).
 
 Outputs per window: ``unsafe`` (the probability that the text works towards harm) and the
 MLCommons category of that harm; it has no refusal output, so the monitor's collapse rule (a
@@ -75,7 +78,7 @@ class IntentDetector(Detector):
     name = "intent"
 
     def __init__(self, directory: str | Path | None = None, *, threads: int = 1, device: Device = "cpu",
-                 max_batch: int = 16) -> None:
+                 max_batch: int = 1) -> None:
         self.reader = IntentReader(directory, threads=threads, device=device)
         self.batcher: MicroBatcher[tuple[str, str], tuple[float, int]] = MicroBatcher(
             self.reader, max_batch=max_batch, name="intent-reader")

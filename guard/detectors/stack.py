@@ -13,7 +13,7 @@ DEFAULT_STACK: StackName = "intent"
 
 
 def build(name: str, artifact: str | Path | None = None, *, threads: int = 1, device: str = "cpu",
-          max_batch: int = 16) -> Detector:
+          max_batch: int = 1) -> Detector:
     """``artifact``: the detector's directory (default: the shipped one). ``threads``, ``device`` and
     ``max_batch`` are the intent reader's (ONNX Runtime threads, ``cpu`` or ``cuda``, checks per batch)."""
     if name == "intent":

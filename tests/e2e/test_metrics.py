@@ -149,10 +149,10 @@ def test_check_duration_is_labelled_per_cascade_tier(
     assert chat(base, m, "benign", "m-tiers").status_code == 200
     a = scrape(base)
     counts = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_count", m)
-    assert set(counts) == {"learned+lexicon", "qwen3guard_gen"}  # never the composite name
-    assert counts["learned+lexicon"] == counts["qwen3guard_gen"] >= 2
+    assert set(counts) == {"intent", "qwen3guard_gen"}  # never the composite name
+    assert counts["intent"] == counts["qwen3guard_gen"] >= 2
     seconds = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_sum", m)
-    assert seconds["qwen3guard_gen"] > seconds["learned+lexicon"]  # a model call vs. in-process scoring
+    assert seconds["qwen3guard_gen"] > seconds["intent"]  # a model call vs. in-process scoring
     assert not tier_counts(b, a, "thoughtguard_guard_errors_total", m)
 
 
@@ -170,7 +170,7 @@ def test_guard_errors_are_labelled_with_the_failing_tier(
     errors = tier_counts(b, a, "thoughtguard_guard_errors_total", m)
     checks = tier_counts(b, a, "thoughtguard_guard_check_duration_seconds_count", m)
     assert set(errors) == {"llama_guard_3"} and errors["llama_guard_3"] == checks["llama_guard_3"] >= 2
-    assert checks["learned+lexicon"] == checks["llama_guard_3"]
+    assert checks["intent"] == checks["llama_guard_3"]
     assert delta(b, a, "thoughtguard_guard_fail_activations_total", model=m, mode="open") == errors["llama_guard_3"]
 
 

@@ -9,7 +9,7 @@ import sys
 from guard.datasets.trace import Trace, read_traces, write_traces
 from guard.detectors.base import Window
 from guard.evaluate import evaluate
-from guard.policy import Policy
+from guard.policy import STATIC_POLICY_PATH, Policy
 from guard.verdict import Detection
 from tests.guard.conftest import Scripted
 
@@ -106,7 +106,7 @@ def test_cli_prints_one_json_object(tmp_path):
     lines = tmp_path / "per-trace.jsonl"
     out = subprocess.run(
         [sys.executable, "-m", "guard.cli", "eval", "traces", str(path), "--json", "--detector", "lexicon",
-         "--traces-out", str(lines)],
+         "--policy", str(STATIC_POLICY_PATH), "--traces-out", str(lines)],
         check=True, capture_output=True, text=True,
     ).stdout
     result = json.loads(out)

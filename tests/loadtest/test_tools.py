@@ -93,7 +93,8 @@ def test_mix_parsing_and_loading() -> None:
     assert figstep.label == "unsafe" and figstep.messages[0]["content"][0]["image_url"]["url"].startswith("data:image/png")
     smoke = TaskMix(SMOKE_MIX, seed=0)
     assert smoke.labels == {"scripted_benign": "safe", "scripted_unsafe": "unsafe"}
-    assert {s for _, s in smoke.pools["scripted_benign"]} == {"scripted/benign", "scripted/benign_math", "scripted/benign_image"}
+    assert {s for _, s in smoke.pools["scripted_benign"]} == {"scripted/benign", "scripted/benign_math", "scripted/benign_image",
+                                                              "scripted/benign_sensitive"}
 
 
 def test_replay_upstream_replays_stalls_and_cuts() -> None:
