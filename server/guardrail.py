@@ -42,7 +42,10 @@ class Guardrail:
 
             slow = GuardModelDetector(complete, format=gm.format)
             detector = Cascade(detector, slow, escalate=gm.escalate, unsure=(gm.unsure_low, gm.unsure_high))
-        return cls(detector, policy)
+        guardrail = cls(detector, policy)
+        if settings.prompt_check:
+            _ = guardrail.prompt_detector  # loaded at start, not inside the first request that needs it
+        return guardrail
 
     def monitor(self, *, prompt: str, mode: HoldBack | None, **kwargs: object) -> Monitor:
         policy = self.policy if not self.enabled else self.policy.with_mode(mode)
