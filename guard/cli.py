@@ -11,6 +11,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guard.detectors.base import Detector
+    from guard.policy import Policy
 
 # per-check latency is reported for one core: keep numpy's BLAS and the tokenizer single-threaded
 # (only effective when nothing imported numpy earlier in this process)
@@ -47,12 +52,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     name = args.detector or ("learned" if args.what == "prompts" else DEFAULT_STACK)
     detector = build(name, args.artifact, threads=args.threads)
     if args.what == "prompts":
-        if args.traces_out:
-            raise SystemExit("--traces-out goes with `eval traces`")
+        if args.traces_out or args.html:
+            raise SystemExit("--traces-out and --html go with `eval traces`")
         result = evaluate_prompts(read_traces(args.file), detector, policy)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>14}: {v}" for k, v in result.items()))
         return 0
-    result, results = asyncio.run(evaluate_async(read_traces(args.file), detector, policy))
+    if args.html is None:
+        result, results = asyncio.run(evaluate_async(read_traces(args.file), detector, policy,
+                                                     show_progress=not args.json))
+    else:
+        result, results = asyncio.run(_eval_html(args, detector, policy))
     if args.traces_out:
         with open(args.traces_out, "w") as fh:
             fh.writelines(json.dumps(r.record()) + "\n" for r in results)
@@ -61,6 +70,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0
+
+
+async def _eval_html(args: argparse.Namespace, detector: "Detector", policy: "Policy") -> tuple[dict, list]:
+    """The run, with every window's reading kept, then the threshold sweep (from the same readings
+    where it can) and the page."""
+    from guard.datasets.trace import read_traces
+    from guard.detectors.memo import Memo
+    from guard.evaluate import evaluate_async
+    from guard.html_report import render
+    from guard.sweep import sweep
+
+    traces = list(read_traces(args.file))
+    memo = Memo(detector)
+    result, results = await evaluate_async(traces, memo, policy, keep_readings=True, show_progress=True)
+    curve = await sweep(traces, memo, policy) if args.curve else []
+    if curve:
+        result["curve"] = [p.as_dict() for p in curve]
+    args.html.write_text(render(result, results, policy, curve=curve, max_traces=args.html_traces,
+                                title=f"thoughtguard evaluation: {args.file.name}"))
+    print(f"wrote {args.html} ({len(results)} traces, {memo.reads} windows read)", file=sys.stderr)
+    return result, results
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -176,6 +206,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--traces-out", type=Path, default=None,
                    help="traces only: also write one JSON line per trace (its verdict: stage, rule, category, "
                         "score, position, the window that decided; delay, cut before the onset, leaked tokens)")
+    p.add_argument("--html", type=Path, default=None,
+                   help="traces: also write a self-contained HTML report (tables, curve, delays, each trace's windows)")
+    p.add_argument("--html-traces", type=int, default=300,
+                   help="rows drawn in the report: every miss and wrong block, then others up to this many")
+    p.add_argument("--curve", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --html: sweep the main threshold (replays from remembered readings)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("data", help="convert a ../shared/data set into traces")

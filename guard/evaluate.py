@@ -23,7 +23,7 @@ from guard.intervals import rate_interval
 from guard.monitor import Monitor
 from guard.policy import Policy
 from guard.replay import events, pieces
-from guard.verdict import Action, Detection, Release, Verdict
+from guard.verdict import Action, Detection, Reading, Release, Verdict
 
 
 class _Timed(Detector):
@@ -56,6 +56,7 @@ class TraceResult:
     # flagged unsafe trace cut before its onset's token arrived: the contract counts it caught, but
     # what was cut is the safe text before the harm (in the collapse set, the STAR-1 thought)
     early: bool = False
+    readings: list[Reading] = field(default_factory=list)  # every window read, with ``keep_readings``
 
     def record(self) -> dict[str, object]:
         """One line of ``eval traces --traces-out``: what the monitor did with this trace, and why."""
@@ -111,8 +112,8 @@ class _Released:
             self.leaked += max(0, hi - max(lo, first))
 
 
-async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResult:
-    monitor = Monitor(detector, policy, prompt=trace.prompt)
+async def replay(trace: Trace, detector: Detector, policy: Policy, *, keep_readings: bool = False) -> TraceResult:
+    monitor = Monitor(detector, policy, prompt=trace.prompt, keep_readings=keep_readings)
     released = _Released(trace)
     advisory = False
     fed = 0
@@ -136,7 +137,7 @@ async def replay(trace: Trace, detector: Detector, policy: Policy) -> TraceResul
     leaked = released.leaked if flagged else 0
     missed = released.leaked if not flagged else 0
     return TraceResult(trace, flagged, advisory, stop, delay, leaked, missed, len(released.ends), released.waits,
-                       bool(monitor.wary), early)
+                       bool(monitor.wary), early, monitor.readings or [])
 
 
 def _ratio(a: int, b: int) -> float:
@@ -237,26 +238,35 @@ def summarise(results: Sequence[TraceResult], check_seconds: Sequence[float], el
 
 
 async def evaluate_async(traces: Iterable[Trace], detector: Detector, policy: Policy, *,
-                         concurrency: int | None = None) -> tuple[dict[str, object], list[TraceResult]]:
+                         concurrency: int | None = None, keep_readings: bool = False,
+                         show_progress: bool = False) -> tuple[dict[str, object], list[TraceResult]]:
     """``concurrency``: traces replayed at once (default: 32 for a detector that batches checks across
     streams, as the intent reader does, else 1). Each trace has its own monitor, so the figures do not
-    depend on it; only the check times do (a batched check includes its wait for the batch)."""
+    depend on it; only the check times do (a batched check includes its wait for the batch).
+    ``keep_readings`` keeps every window's reading on its result (the HTML report draws them)."""
+    from guard.datasets.progress import progress
+
     timed = _Timed(detector)
     start = time.perf_counter()
+    traces = list(traces)
     if concurrency is None:
         concurrency = 32 if hasattr(detector, "batcher") else 1
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(i: int, t: Trace) -> tuple[int, TraceResult]:
+        async with gate:
+            return i, await replay(t, timed, policy, keep_readings=keep_readings)
+
     if concurrency <= 1:
         # in-process detectors that never await gain nothing from interleaving, and the per-check
         # timings stay free of other traces' work
-        results = [await replay(t, timed, policy) for t in traces]
+        done = [await one(i, t) for i, t in enumerate(progress(traces, "replaying traces", total=len(traces))
+                                                      if show_progress else traces)]
     else:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(t: Trace) -> TraceResult:
-            async with gate:
-                return await replay(t, timed, policy)
-
-        results = list(await asyncio.gather(*(one(t) for t in traces)))
+        futures = asyncio.as_completed([one(i, t) for i, t in enumerate(traces)])
+        done = [await f for f in (progress(futures, "replaying traces", total=len(traces))
+                                  if show_progress else futures)]
+    results = [r for _, r in sorted(done, key=lambda ir: ir[0])]
     summary = summarise(results, timed.seconds, time.perf_counter() - start)
     summary["detector"] = detector.name
     summary["mode"] = policy.mode.value

@@ -25,7 +25,7 @@ from typing import Callable
 from guard.detectors.base import Detector, TierCheck, Window
 from guard.events import Event, Finish, Stage, TextDelta
 from guard.policy import HoldBack, Policy
-from guard.verdict import Action, Detection, Release, Verdict
+from guard.verdict import Action, Detection, Reading, Release, Verdict
 
 Output = Release | Verdict
 _BOUNDARY = re.compile(r"[.!?;:]\s*$|\n")
@@ -52,6 +52,7 @@ class _Track:
     pending: list[tuple[str, float]] = field(default_factory=list)
     suspect: list[tuple[str, float]] = field(default_factory=list)
     streak: int = 0
+    read: int = 0  # characters of this stage read so far (what steering continued from not counted)
     # the reading that made ``suspect`` suspect; per track, so a reasoning suspect never
     # settles with an answer window's detection or vice versa
     suspect_detection: tuple[Detection, Window] | None = None
@@ -70,6 +71,7 @@ class Monitor:
         reasoning_context: str = "",
         steer_attempt: int = 0,
         clock: Callable[[], float] = time.perf_counter,
+        keep_readings: bool = False,
     ) -> None:
         self.detector, self.policy, self.prompt = detector, policy, prompt
         self.steer_attempt = steer_attempt
@@ -84,6 +86,8 @@ class Monitor:
         self._flagged: set[tuple[Stage, str | None]] = set()
         self.wary: bool | None = None  # read from the request on the first event
         self._withheld: list[tuple[Stage, list[tuple[str, float]]]] = []
+        # every checked window and what it did, for the inspector and the HTML report (off in serving)
+        self.readings: list[Reading] | None = [] if keep_readings else None
 
     @property
     def verified_reasoning(self) -> str:
@@ -176,6 +180,29 @@ class Monitor:
         context = (track.checked + track.text(track.suspect))[-ctx_chars:] if ctx_chars else ""
         window = Window(track.stage, track.text(track.pending), context, self.prompt)
         det = await self._detect(window)
+        start = track.read
+        track.read += len(window.text)
+        out = self._judge(track, det, window, final=final)
+        if self.readings is not None:
+            self.readings.append(Reading(
+                track.stage, start, track.read, window.text, self.stats.tokens, det.unsafe, det.category,
+                det.refusal, self._decision(track, det, out), self.steer_attempt,
+            ))
+        return out
+
+    def _decision(self, track: _Track, det: Detection, out: list[Output]) -> str:
+        """What the window just judged did, read off the state it left."""
+        if self.stopped is not None:
+            return self.stopped.action.value
+        if any(isinstance(o, Verdict) for o in out):
+            return Action.FLAG.value
+        if det.error is not None:
+            return "error"
+        if track.suspect and not track.pending:
+            return "suspect" if track.suspect_detection is not None else "hold"
+        return "release"
+
+    def _judge(self, track: _Track, det: Detection, window: Window, *, final: bool) -> list[Output]:
         if det.error is not None:
             if self.policy.failure.mode == "closed":
                 self.stats.fail_closed += 1

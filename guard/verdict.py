@@ -64,3 +64,35 @@ class Release:
 
     stage: Stage
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One checked window, as the inspector and the HTML report draw it.
+
+    ``start``/``end`` are character offsets of the window's new text in its stage's text as the
+    model produced it (a steered continuation starts again at 0, with ``attempt`` one higher);
+    ``decision`` is what the window's reading did: ``release``, ``hold`` (doubtful, kept back),
+    ``suspect`` (unsafe, kept back until the debounce settles), ``flag``, ``steer``, ``block`` or
+    ``error`` (the detector failed and the policy failed open).
+    """
+
+    stage: Stage
+    start: int
+    end: int
+    text: str
+    position: int  # tokens of generated text seen when the window was read
+    unsafe: float
+    category: str | None
+    refusal: float
+    decision: str
+    attempt: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        score = self.unsafe if self.unsafe == self.unsafe else None  # NaN: the detector failed
+        return {
+            "stage": self.stage.value, "start": self.start, "end": self.end, "text": self.text,
+            "position": self.position, "score": None if score is None else round(score, 4),
+            "category": self.category, "refusal": round(self.refusal, 4), "decision": self.decision,
+            "attempt": self.attempt,
+        }

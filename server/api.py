@@ -79,6 +79,14 @@ class GuardOptions(_Model):
     """The ``thoughtguard`` request extension."""
 
     mode: HoldBack | None = None
+    # the inspector's debug extension: refused unless the inspector is on and the key has its right
+    windows: bool = Field(False, description="stream each checked window's reading as a `thoughtguard` chunk")
+    policy: str | None = Field(None, description="a policy by name, from those the server has (`default` and"
+                               " `inspector.policies`)", max_length=64)
+
+    @property
+    def debug(self) -> bool:
+        return self.windows or self.policy is not None
 
 
 class ChatCompletionRequest(_Model):

@@ -18,6 +18,7 @@ from server.images import ImageResolver
 from server.limits import BodySizeLimit
 from server.memory import fix_mmap_threshold
 from server.metrics import Metrics
+from server.inspector import router as inspector_router
 from server.routes import router
 from server.state import AppState
 from server.upstream import Upstream
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             guard_upstream = Upstream(
                 UpstreamSettings(url=gm.url, read_timeout_s=gm.timeout_s, connect_timeout_s=gm.timeout_s)
             )
-        guardrail = Guardrail.from_settings(settings.guard, guard_upstream)
+        guardrail = Guardrail.from_settings(settings.guard, guard_upstream,
+                                            named_policies=settings.inspector.policies)
         images = ImageResolver(settings.images)
         audit = None
         if settings.audit.path is not None:
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upstream=upstream,
             guardrail=guardrail,
             metrics=metrics,
-            auth=KeyGate(settings.auth),
+            auth=KeyGate(settings.auth, settings.inspector),
             images=images,
             audit=audit,
         )
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)
+    app.include_router(inspector_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     _with_request_schemas(app)
     return app

@@ -18,7 +18,7 @@ from guard.events import Event, Finish, ImageMeta, Stage, Usage
 from guard.monitor import Monitor
 from guard.policy import HoldBack
 from guard.prompt_check import check_prompt
-from guard.verdict import Action, Release, Verdict
+from guard.verdict import Action, Reading, Release, Verdict
 from server.api import PASSTHROUGH_FIELDS, ChatCompletionRequest
 from server.errors import APIError
 from server.guardrail import Guardrail
@@ -44,7 +44,7 @@ class KeepAlive:
     """Nothing to send for a while, though the upstream is streaming: the guard holds text back."""
 
 
-Step = Release | Verdict | End | Failure | KeepAlive
+Step = Release | Verdict | Reading | End | Failure | KeepAlive
 
 
 def upstream_payload(req: ChatCompletionRequest) -> dict[str, Any]:
@@ -73,7 +73,11 @@ class GuardedCompletion:
         request_id: str,
     ) -> None:
         self.upstream, self.guardrail, self.request, self.request_id = upstream, guardrail, request, request_id
-        self.mode = request.thoughtguard.mode if request.thoughtguard else None
+        options = request.thoughtguard
+        self.mode = options.mode if options else None
+        self.policy = guardrail.policy_named(options.policy if options else None)
+        # the inspector's debug extension: each checked window's reading is a step of its own
+        self.readings = bool(options and options.windows)
         self.payload = upstream_payload(request)
         self.prompt = request.prompt_text()
         self.model = request.model
@@ -93,13 +97,11 @@ class GuardedCompletion:
 
     @property
     def effective_mode(self) -> HoldBack:
-        return self.monitors[-1].policy.mode if self.monitors else self.guardrail.policy.with_mode(self.mode).mode
+        return self.monitors[-1].policy.mode if self.monitors else self.policy.with_mode(self.mode).mode
 
     async def check_prompt(self) -> Verdict | None:
         """The optional pre-generation check; a stopping verdict means no upstream call at all."""
-        result = await check_prompt(
-            self.guardrail.prompt_detector, self.guardrail.policy, self.prompt, tuple(self.images)
-        )
+        result = await check_prompt(self.guardrail.prompt_detector, self.policy, self.prompt, tuple(self.images))
         self.prompt_check_tiers = result.tiers
         if result.verdict is None:
             return None
@@ -123,12 +125,13 @@ class GuardedCompletion:
         passed without anything to send while upstream events keep coming (a wary stream holds all
         its text, and proxies cut a response that stays silent past their idle timeout)."""
         if self.prompt_blocked is not None:
-            yield End("content_filter", self.prompt_blocked, self.guardrail.policy.refusal_for(self.prompt_blocked.category))
+            yield End("content_filter", self.prompt_blocked, self.policy.refusal_for(self.prompt_blocked.category))
             return
         assert self._stream is not None, "open() first"
         for flag in self.verdicts:  # an advisory prompt flag rides along like stream flags
             yield flag
-        monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode)
+        monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode, policy=self.policy,
+                                         keep_readings=self.readings)
         self.monitors.append(monitor)
         attempt_tokens = 0
         last_sent = time.perf_counter()
@@ -144,7 +147,11 @@ class GuardedCompletion:
                             continue
                         if isinstance(event, Finish):
                             finish_reason = event.reason
+                        read = len(monitor.readings) if monitor.readings is not None else 0
                         outs = await monitor.feed(event)
+                        if monitor.readings is not None:  # before what they released or stopped
+                            for reading in monitor.readings[read:]:
+                                yield reading
                         for out in outs:
                             if isinstance(out, Verdict):
                                 self.verdicts.append(out)
@@ -176,7 +183,7 @@ class GuardedCompletion:
                 if stopped.action is Action.STEER:
                     monitor = await self._steer(monitor)
                     if monitor is not None:
-                        reflection = self.guardrail.policy.steer.reflection
+                        reflection = self.policy.steer.reflection
                         if self.effective_mode is not HoldBack.HIDDEN:
                             yield Release(Stage.REASONING, reflection)
                         continue
@@ -188,7 +195,7 @@ class GuardedCompletion:
 
     async def _steer(self, monitor: Monitor) -> Monitor | None:
         """Continue from the last verified-safe reasoning plus a safety reflection."""
-        reflection = self.guardrail.policy.steer.reflection
+        reflection = self.policy.steer.reflection
         prefix = _word_boundary(monitor.verified_reasoning)
         attempt = monitor.steer_attempt + 1
         payload = {
@@ -209,8 +216,10 @@ class GuardedCompletion:
         nxt = self.guardrail.monitor(
             prompt=self.prompt,
             mode=self.mode,
+            policy=self.policy,
             reasoning_context=prefix + reflection,
             steer_attempt=attempt,
+            keep_readings=self.readings,
         )
         self.monitors.append(nxt)
         return nxt
@@ -233,8 +242,11 @@ async def collect(completion: GuardedCompletion) -> dict[str, Any]:
     answer: list[str] = []
     end: End | None = None
     flags: list[Verdict] = []
+    readings: list[Reading] = []
     async for step in completion.steps():
-        if isinstance(step, Release):
+        if isinstance(step, Reading):
+            readings.append(step)
+        elif isinstance(step, Release):
             (reasoning if step.stage is Stage.REASONING else answer).append(step.text)
         elif isinstance(step, Verdict):
             flags.append(step)
@@ -251,6 +263,8 @@ async def collect(completion: GuardedCompletion) -> dict[str, Any]:
     if end.refusal is not None:
         message["content"] = join_refusal(message["content"], end.refusal)
         message["refusal"] = end.refusal
+    if completion.readings:
+        ext = {**(ext or {}), "windows": [r.as_dict() for r in readings]}
     if ext is not None:
         message["thoughtguard"] = choice["thoughtguard"] = ext
     return choice

@@ -137,6 +137,30 @@ class AuditSettings(BaseModel):
     capture_window: bool = Field(False, description="also write the flagged window's text (off: no text at all)")
 
 
+class InspectorSettings(BaseModel):
+    enabled: bool = Field(
+        False,
+        description="serve the inspector page (GET /inspect) and accept its debug extension (per-window readings,"
+        " a named policy); off: both are refused",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="keys with the inspector right (comma-separated in the env; also accepted as API keys). When any"
+        " key is configured, only these may open the page or ask for readings; with no keys at all the page is open"
+        " to whoever reaches the port",
+    )
+    policies: dict[str, Path] = Field(
+        default_factory=dict,
+        description="more policies the inspector may pick by name, beside `default` (the deployment's own); each is"
+        " read by the deployment's reader",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return AuthSettings._split(v)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="THOUGHTGUARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -151,6 +175,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    inspector: InspectorSettings = InspectorSettings()
     metrics_port: int | None = Field(None, ge=1, le=65535, description="also serve /metrics on this port")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight streams on shutdown")
     sse_keepalive_s: float = Field(
@@ -188,4 +213,6 @@ class Settings(BaseSettings):
                 "api_key": "**********" if self.upstream.api_key else None,
             },
             "auth": {**self.auth.model_dump(mode="json"), "api_keys": f"<{len(self.auth.api_keys)} keys>"},
+            "inspector": {**self.inspector.model_dump(mode="json"),
+                          "api_keys": f"<{len(self.inspector.api_keys)} keys>"},
         }

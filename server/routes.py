@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.events import Stage
-from guard.verdict import Release, Verdict
+from guard.verdict import Reading, Release, Verdict
 from server.api import ErrorResponse, chat_request_openapi
 from server.completion import End, Failure, GuardedCompletion, KeepAlive, collect, extension
 from server.errors import APIError, error_body
@@ -44,6 +44,9 @@ async def chat_completions(request: Request) -> Response:
     try:
         who = state.auth.authenticate(request)
         body = await read_chat_request(request, state.settings.limits)
+        if body.thoughtguard is not None and body.thoughtguard.debug:
+            state.auth.require_inspector(who, param="thoughtguard")
+            state.guardrail.policy_named(body.thoughtguard.policy)
         state.auth.acquire(who)
     except APIError as exc:
         state.metrics.requests.labels("unknown", "client_error").inc()
@@ -107,6 +110,8 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
         async for step in completion.steps(keepalive_s=state.settings.sse_keepalive_s):
             if isinstance(step, KeepAlive):
                 yield KEEPALIVE
+            elif isinstance(step, Reading):
+                yield writer.reading(step)
             elif isinstance(step, Release):
                 is_answer = step.stage is Stage.ANSWER
                 answered = answered or is_answer

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from guard.events import Stage, Usage
+from guard.verdict import Reading
 
 DONE = b"data: [DONE]\n\n"
 # an SSE comment: clients (the openai SDK among them) skip it, proxies see the stream is alive
@@ -56,6 +57,11 @@ class ChunkWriter:
         delta: dict[str, Any] = {} if content is None else {"content": content}
         extra = {"thoughtguard": extension} if extension is not None else {}
         return self._choice(delta, reason, **extra)
+
+    def reading(self, reading: Reading) -> bytes:
+        """The inspector's debug extension: one checked window, in a chunk with no choices (as the
+        usage chunk), so clients that did not ask for it would skip it anyway."""
+        return _frame({**self.base, "choices": [], "thoughtguard": {"windows": [reading.as_dict()]}})
 
     def usage(self, usage: Usage) -> bytes:
         return _frame({**self.base, "choices": [], "usage": usage_dict(usage)})

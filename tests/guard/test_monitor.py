@@ -367,3 +367,24 @@ def test_lookahead_drops_the_opening_of_a_harm_caught_a_window_late():
             assert m.verified_reasoning == "".join(f" w{i}" for i in range(4))
     assert released(outs[0]) == "".join(f" w{i}" for i in range(8))  # " w4..w7" leaked ahead of the cut
     assert released(outs[1]) == "".join(f" w{i}" for i in range(4))
+
+
+def test_readings_say_what_each_window_did_and_tile_the_stage_text():
+    # window 1 doubtful (held), window 2 unsafe (suspect), window 3 unsafe again: the block
+    scores = [0.0, 0.3, 0.7, 0.7]
+    det = Scripted(lambda w: scores[len(det.seen) - 1])
+    m = Monitor(det, policy(thresholds={"hold": 0.2}), keep_readings=True)
+    feed_all(m, words(16))
+    assert [r.decision for r in m.readings] == ["release", "hold", "suspect", "block"]
+    assert [r.unsafe for r in m.readings] == scores
+    text = "".join(f" w{i}" for i in range(16))
+    assert "".join(r.text for r in m.readings) == text
+    assert [r.start for r in m.readings] == [0] + [r.end for r in m.readings[:-1]]
+    assert all(text[r.start:r.end] == r.text for r in m.readings)
+    assert [r.position for r in m.readings] == [4, 8, 12, 16]
+
+
+def test_readings_are_off_unless_asked():
+    m = Monitor(Scripted(lambda w: 0.0), policy())
+    feed_all(m, words(8))
+    assert m.readings is None
