@@ -24,6 +24,21 @@ from server.state import AppState
 from server.upstream import Upstream
 
 
+WORKER_OVERRIDES = "THOUGHTGUARD_WORKER_OVERRIDES"
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several workers (uvicorn imports this factory in each process): the
+    same settings as the supervising ``thoughtguard serve``, whose flags travel in the env."""
+    import json
+    import logging
+    import os
+
+    settings = Settings.with_overrides(json.loads(os.environ.get(WORKER_OVERRIDES, "{}")))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -46,9 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit = AuditLog(a.path, max_bytes=a.max_bytes, backups=a.backups, capture_window=a.capture_window)
         metrics = Metrics()
         metrics_server = None
-        if settings.metrics_port:
-            # a separate port keeps scrapes off the API listener (and out of its auth)
-            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        if settings.metrics_port and settings.workers == 1:
+            # a separate port keeps scrapes off the API listener (and out of its auth); with several
+            # workers the supervising process serves it (server.workers)
+            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.exposition)
         app.state.tg = AppState(
             settings=settings,
             upstream=upstream,
@@ -63,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
+            metrics.close()
             if audit is not None:
                 audit.close()
             await images.aclose()

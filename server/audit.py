@@ -1,8 +1,10 @@
 """The audit log: one JSON line per guard decision and per finished request.
 
 Lines are handed to a queue and written by a listener thread (stdlib ``QueueHandler`` /
-``QueueListener`` with a size-rotating file), so a slow disk never stalls a stream; stopping
-the listener drains the queue, so a graceful shutdown loses nothing. No prompt or output text
+``QueueListener``), so a slow disk never stalls a stream; stopping the listener drains the
+queue, so a graceful shutdown loses nothing. The file handler is concurrent-log-handler's: each
+line is written and the file rotated under a file lock, so several worker processes share one
+log and every line stays whole. No prompt or output text
 is written unless ``capture_window`` is on, and then only the flagged window.
 """
 
@@ -16,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from concurrent_log_handler import ConcurrentRotatingFileHandler
+
 from guard.verdict import Verdict
 
 
@@ -24,7 +28,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.capture_window = capture_window
         self._queue: queue.Queue[logging.LogRecord] = queue.Queue(-1)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        handler = ConcurrentRotatingFileHandler(str(path), maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._listener = logging.handlers.QueueListener(self._queue, handler)
         self._logger = logging.Logger(f"thoughtguard.audit.{id(self)}")

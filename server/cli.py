@@ -28,6 +28,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     src.add_argument("--model", help="start vLLM on this model folder as a managed child process")
     p.add_argument("--host", help="gateway host (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gateway port (default 8000)")
+    p.add_argument("--workers", type=int, help="gateway processes on the port (default 1; settings: workers)")
     p.add_argument("--config", help="YAML settings file (same keys as THOUGHTGUARD_* variables)")
     p.add_argument("--policy", help="guard policy YAML")
     p.add_argument("--mode", choices=["buffered", "hidden", "live"], help="hold-back mode for the deployment")
@@ -46,6 +47,8 @@ def _overrides(args: argparse.Namespace, implicit_think: bool | None) -> dict[st
         out["host"] = args.host
     if args.port:
         out["port"] = args.port
+    if args.workers:
+        out["workers"] = args.workers
     upstream: dict[str, Any] = {}
     if args.upstream:
         upstream["url"] = args.upstream
@@ -63,18 +66,6 @@ def _overrides(args: argparse.Namespace, implicit_think: bool | None) -> dict[st
     if args.no_guard:
         guard["enabled"] = False
     return out | ({"upstream": upstream} if upstream else {}) | ({"guard": guard} if guard else {})
-
-
-def _merge_env_nested(settings_cls: Any, overrides: dict[str, Any]) -> Any:
-    """CLI flags win, but nested sections keep the keys set by env or the config file."""
-    base = settings_cls()
-    data = base.model_dump()
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return settings_cls.model_validate(data)
 
 
 def _wait_ready(url: str, vllm: VLLMProcess | None, timeout: float, on_ready: Any, stop: threading.Event) -> None:
@@ -122,7 +113,8 @@ def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
     from server.config import Settings
 
     hints = ModelHints.for_model(args.model) if args.model else None
-    settings = _merge_env_nested(Settings, _overrides(args, hints.implicit_think if hints else None))
+    overrides = _overrides(args, hints.implicit_think if hints else None)
+    settings = Settings.with_overrides(overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print("thoughtguard settings:", json.dumps(settings.describe(), indent=2, default=str), flush=True)
 
@@ -141,19 +133,30 @@ def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
         print("thoughtguard: starting vLLM:", " ".join(vllm.command()), flush=True)
         vllm.start()
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+    if settings.workers > 1:
+        from server.workers import Workers
+
+        workers = Workers(settings, overrides)
+        run, stop_serving = workers.run, workers.stop
+    else:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+            )
         )
-    )
+        run = server.run
+
+        def stop_serving() -> None:
+            server.should_exit = True
+
     base_url = f"http://{settings.host}:{settings.port}/v1"
 
     def on_ready(ok: bool) -> None:
         if ok:
-            print(f"thoughtguard: ready. base_url={base_url}", flush=True)
+            print(f"thoughtguard: ready. base_url={base_url} workers={settings.workers}", flush=True)
         else:
-            server.should_exit = True
+            stop_serving()
 
     stop = threading.Event()
     watcher = threading.Thread(
@@ -162,7 +165,7 @@ def serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
     watcher.start()
     died_first = False
     try:
-        server.run()
+        run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down gracefully
     finally:

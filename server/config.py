@@ -168,6 +168,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="gateway processes sharing the port (uvicorn's supervisor; a killed worker is replaced); one"
+        " managed vLLM serves them all. 1 on small machines; about one per core the gateway may use on a GPU host",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     upstream: UpstreamSettings = UpstreamSettings()
     guard: GuardSettings = GuardSettings()
@@ -204,6 +209,15 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, Any]) -> "Settings":
+        """Settings from env and config file, then ``overrides`` (the CLI's flags) on top: a flag
+        wins, but a nested section keeps the keys the env or the file set."""
+        data = cls().model_dump()
+        for key, value in overrides.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        return cls.model_validate(data)
 
     def describe(self) -> dict[str, Any]:
         """Settings as printed at start: secrets come out masked by pydantic's SecretStr."""

@@ -3,13 +3,19 @@
 Names follow Prometheus conventions (base units, ``_total``, ``_seconds``) and every series
 carries ``model``; label values come from closed sets (outcomes, stages, S-codes) so
 cardinality stays bounded.
+
+With several workers (``PROMETHEUS_MULTIPROC_DIR`` set before the worker starts, as
+``server.workers`` does), each process writes its values to files there and ``/metrics``
+merges them (prometheus-client's multiprocess mode): counters and histograms sum across workers,
+the in-flight gauge sums the live workers (``livesum``); ``_created`` series are not exported.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from guard.detectors.base import TierCheck
 from guard.events import ImageMeta
@@ -26,7 +32,8 @@ class Metrics:
         self.requests = Counter(
             "thoughtguard_requests", "Chat completion requests by outcome", ["model", "outcome"], registry=r
         )
-        self.in_flight = Gauge("thoughtguard_requests_in_flight", "Requests being served", ["model"], registry=r)
+        self.in_flight = Gauge("thoughtguard_requests_in_flight", "Requests being served", ["model"], registry=r,
+                               multiprocess_mode="livesum")
         self.decisions = Counter(
             "thoughtguard_guard_decisions",
             "Guard decisions that blocked, steered or flagged",
@@ -119,6 +126,14 @@ class Metrics:
             "thoughtguard_image_rejections", "Images refused, by reason", ["model", "reason"], registry=r
         )
 
+        # what /metrics shows: this registry, or every worker's merged
+        self.exposition = merged_registry() or self.registry
+
+    def close(self) -> None:
+        """A worker that stops drops its live gauges (its counters stay in the merged totals)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())
+
     def observe_tiers(self, model: str, tiers: Iterable[TierCheck]) -> None:
         """Each tier of each check under its own ``detector`` label (tier names: configured detectors)."""
         for t in tiers:
@@ -130,3 +145,13 @@ class Metrics:
         for meta in images:
             self.images.labels(model, meta.format).inc()
             self.image_bytes.labels(model).inc(meta.bytes)
+
+
+def merged_registry() -> CollectorRegistry | None:
+    """All workers' metrics, merged from the multiprocess directory; None with one process."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry

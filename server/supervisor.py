@@ -30,6 +30,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def vllm_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    # the gateway workers' metrics directory is theirs: vLLM's own metrics would merge into it
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")

@@ -204,6 +204,8 @@ def test_gpu_variant(render: Render) -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     (claim,) = [v for v in pod["volumes"] if v["name"] == "model"]
     assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    (gw,) = container(objs, "gateway")
+    assert env_of(gw)["THOUGHTGUARD_WORKERS"] == "4" and gw["resources"]["limits"]["cpu"] == "4"
 
 
 def test_hpa_on_and_off(render: Render) -> None:

@@ -136,6 +136,10 @@ def test_gpu_overlay_requests_a_gpu(kustomize_build: Build) -> None:
     pod = dep["spec"]["template"]["spec"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    (gw,) = container(objs, "gateway")
+    env = env_of(gw)
+    assert env["THOUGHTGUARD_WORKERS"] == "4" and gw["resources"]["limits"]["cpu"] == "4"
+    assert env["THOUGHTGUARD_HOST"] == "0.0.0.0"  # the patch merged into the base's env, not replaced it
 
 
 def test_base_alone_is_the_gateway(kustomize_build: Build) -> None:

@@ -226,6 +226,8 @@ checksum/api-keys: {{ join "," .Values.apiKeys.keys | sha256sum }}
       value: {{ .Values.gateway.readerThreads | quote }}
     - name: THOUGHTGUARD_GUARD__MAX_BATCH
       value: {{ .Values.gateway.readerMaxBatch | quote }}
+    - name: THOUGHTGUARD_WORKERS
+      value: {{ .Values.gateway.workers | quote }}
     {{- if .Values.gateway.metricsPort }}
     - name: THOUGHTGUARD_METRICS_PORT
       value: {{ .Values.gateway.metricsPort | quote }}
