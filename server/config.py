@@ -29,6 +29,11 @@ from guard.policy import HoldBack
 
 class UpstreamSettings(BaseModel):
     url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL of the model server")
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="how httpx reaches the upstream: through aiohttp (httpx-aiohttp; its C HTTP parser reads a"
+        " busy stream's chunks in bulk) or httpx's own pure-Python transport",
+    )
     api_key: SecretStr | None = None
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0, description="longest wait for the next streamed chunk")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+
+import msgspec
 
 from guard.events import Stage, Usage
 from guard.verdict import Reading
@@ -14,8 +15,11 @@ DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 
 
+_encode = msgspec.json.Encoder().encode  # compact UTF-8, as json.dumps(separators, ensure_ascii=False)
+
+
 def _frame(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _encode(obj) + b"\n\n"
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

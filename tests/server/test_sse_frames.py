@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from guard.events import Event
 from server.thinksplit import ThinkSplitter
-from server.upstream import SSEFrames, UpstreamStream, UpstreamUnavailable
+from server.upstream import SSEFrames, UpstreamStream, UpstreamUnavailable, parse_chunk
 
 DATA = Path(__file__).parent / "data"
 # recorded from vLLM 0.32 (bench/fixtures): the tiny model's reasoning deltas, SmolLM2's inline <think>
@@ -46,8 +46,8 @@ def reference(body: bytes, implicit_think: bool = False) -> tuple[list[Event], s
     for frame in body.split(b"\n\n"):
         if not frame or frame == b"data: [DONE]":
             continue
-        chunk = json.loads(frame.removeprefix(b"data: "))
-        stream.model = chunk.get("model", stream.model)
+        chunk = parse_chunk(frame.removeprefix(b"data: "))
+        stream.model = chunk.model or stream.model
         out += stream._chunk_events(chunk)
     return out + stream.splitter.flush(), stream.model
 
