@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import psutil
+from httpx_aiohttp import AiohttpTransport
 
 from bench import plots
 from bench.common import (
@@ -50,6 +51,8 @@ from bench.common import (
     serve_hints,
     start_gateway,
     start_replay,
+    tree_cpu_seconds,
+    tree_rss_mib,
 )
 from bench.replay_upstream import FIXTURES_DIR
 
@@ -101,8 +104,7 @@ async def lean_stream(client: httpx.AsyncClient, base: str, body: dict[str, Any]
 
 
 def cpu_seconds(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    return tree_cpu_seconds(pid)  # the gateway's workers, when it has several
 
 
 async def step(base: str, gw: Child, replay: Child, streams: int, seconds: float, rate: float,
@@ -111,7 +113,11 @@ async def step(base: str, gw: Child, replay: Child, streams: int, seconds: float
             "stream_options": {"include_usage": True}, "max_tokens": max_tokens}
     limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
     done: list[Lean] = []
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits) as client:
+    # the load client reads through aiohttp too: with httpx's own parser it spent a core before the
+    # gateway did, and the ramp measured the client
+    transport = AiohttpTransport(limits=limits)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits,
+                                 transport=transport) as client:
         stop_at = time.perf_counter() + seconds + 3.0  # 3 s ramp-in, not measured
         window: list[float] = []
 
@@ -162,7 +168,7 @@ async def step(base: str, gw: Child, replay: Child, streams: int, seconds: float
         "lag_p50_s": pct(lag, 50),
         "lag_p99_s": pct(lag, 99),
         "ttft_p99_s": pct([r.ttft for r in ok if r.ttft is not None], 99),
-        "rss_mib": round(psutil.Process(gw.pid).memory_info().rss / 2**20, 1),
+        "rss_mib": round(tree_rss_mib(gw.pid), 1),
     }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import httpx
+import psutil
 import numpy as np
 
 from loadtest.sse import StreamReader, StreamResult, result_from_json
@@ -212,6 +213,30 @@ def _pinned(cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus] if cpus is not None else []
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (a gateway's workers)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def tree_rss_mib(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
 def pin_self(cpus: str | None) -> None:
     if cpus is not None:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
@@ -255,11 +280,13 @@ def start_gateway(
     log_dir: Path = RESULTS,
     implicit_think: bool | None = None,
     cpus: str | None = None,
+    workers: int = 1,
 ) -> Child:
-    """``thoughtguard serve --upstream URL`` as its own process (so its CPU and sockets can be counted)."""
+    """``thoughtguard serve --upstream URL`` as its own process (so its CPU and sockets can be counted;
+    with ``workers`` > 1, count the process tree: :func:`tree_cpu_seconds`)."""
     port = free_port()
     argv = _pinned(cpus) + [sys.executable, "-m", "server.cli", "serve", "--upstream", upstream.rstrip("/") + "/v1",
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if not guard:
         argv.append("--no-guard")
     if mode:

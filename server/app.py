@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -65,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # a separate port keeps scrapes off the API listener (and out of its auth); with several
             # workers the supervising process serves it (server.workers)
             metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.exposition)
+        # what start-up built (the reader, the policy, module state) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it and stalls every stream
+        gc.collect()
+        gc.freeze()
         app.state.tg = AppState(
             settings=settings,
             upstream=upstream,

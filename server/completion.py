@@ -22,7 +22,7 @@ from guard.verdict import Action, Reading, Release, Verdict
 from server.api import PASSTHROUGH_FIELDS, ChatCompletionRequest
 from server.errors import APIError
 from server.guardrail import Guardrail
-from server.upstream import Upstream, UpstreamStream
+from server.upstream import ReadEnd, Upstream, UpstreamStream
 
 log = logging.getLogger("thoughtguard")
 
@@ -44,7 +44,13 @@ class KeepAlive:
     """Nothing to send for a while, though the upstream is streaming: the guard holds text back."""
 
 
-Step = Release | Verdict | Reading | End | Failure | KeepAlive
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """One upstream read is done: what its events released may go to the client in one write."""
+
+
+FLUSH = Flush()
+Step = Release | Verdict | Reading | End | Failure | KeepAlive | Flush
 
 
 def upstream_payload(req: ChatCompletionRequest) -> dict[str, Any]:
@@ -141,6 +147,9 @@ class GuardedCompletion:
                 finish_reason: str | None = None
                 try:
                     async for event in _with_finish(self._stream):
+                        if isinstance(event, ReadEnd):
+                            yield FLUSH
+                            continue
                         if isinstance(event, Usage):
                             self.prompt_tokens = self.prompt_tokens or event.prompt_tokens
                             attempt_tokens = event.completion_tokens
@@ -225,7 +234,7 @@ class GuardedCompletion:
         return nxt
 
 
-async def _with_finish(stream: UpstreamStream) -> AsyncIterator[Event]:
+async def _with_finish(stream: UpstreamStream) -> AsyncIterator[Event | ReadEnd]:
     """The upstream's events, ending in a Finish even when the upstream sent no finish_reason,
     so the monitor always flushes (checks, then releases or blocks) what it holds."""
     finished = False

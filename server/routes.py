@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guard.events import Stage
 from guard.verdict import Reading, Release, Verdict
 from server.api import ErrorResponse, chat_request_openapi
-from server.completion import End, Failure, GuardedCompletion, KeepAlive, collect, extension
+from server.completion import End, Failure, Flush, GuardedCompletion, KeepAlive, collect, extension
 from server.errors import APIError, error_body
 from server.limits import read_chat_request
 from server.sse import DONE, KEEPALIVE, ChunkWriter, usage_dict
@@ -105,18 +105,27 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
     answered = False
     outcome: str | None = None
     timings = Timings()
+    # frames wait in ``out`` until the upstream read that produced them is done (Flush), so a busy
+    # stream's chunks go out in one write, not one each
+    out: list[bytes] = []
     try:
         yield writer.role()
         async for step in completion.steps(keepalive_s=state.settings.sse_keepalive_s):
-            if isinstance(step, KeepAlive):
-                yield KEEPALIVE
+            if isinstance(step, Flush):
+                if out:
+                    yield b"".join(out)
+                    out.clear()
+            elif isinstance(step, KeepAlive):
+                out.append(KEEPALIVE)
+                yield b"".join(out)
+                out.clear()
             elif isinstance(step, Reading):
-                yield writer.reading(step)
+                out.append(writer.reading(step))
             elif isinstance(step, Release):
                 is_answer = step.stage is Stage.ANSWER
                 answered = answered or is_answer
                 timings.sent(time.perf_counter(), answer=is_answer)
-                yield writer.text(step.stage, step.text)
+                out.append(writer.text(step.stage, step.text))
             elif isinstance(step, Verdict):
                 flags.append(step)
             elif isinstance(step, End):
@@ -124,13 +133,14 @@ async def _sse(state: AppState, completion: GuardedCompletion, started: float, w
                 content = None
                 if step.refusal is not None:
                     content = f"\n\n{step.refusal}" if answered else step.refusal
-                yield writer.finish(step.finish_reason, content=content, extension=ext)
+                out.append(writer.finish(step.finish_reason, content=content, extension=ext))
             elif isinstance(step, Failure):
                 outcome = "upstream_error"
-                yield writer.error(step.message, type="upstream_error", code="upstream_failed")
+                out.append(writer.error(step.message, type="upstream_error", code="upstream_failed"))
         if completion.request.include_usage:
-            yield writer.usage(completion.usage)
-        yield DONE
+            out.append(writer.usage(completion.usage))
+        out.append(DONE)
+        yield b"".join(out)
     except (asyncio.CancelledError, GeneratorExit):
         outcome = "cancelled"
         raise

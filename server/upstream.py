@@ -127,6 +127,15 @@ def parse_chunk(data: bytes) -> _Chunk:
         raise ValueError(f"bad upstream chunk: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class ReadEnd:
+    """Every event of one network read has been yielded: the moment to write what they released
+    to the client as one write (a busy stream's read holds several chunks)."""
+
+
+READ_END = ReadEnd()
+
+
 @dataclass
 class UpstreamStream:
     """One open streaming response; iterate :meth:`events`, then (or instead) :meth:`aclose`."""
@@ -138,9 +147,12 @@ class UpstreamStream:
     parsed_reasoning: bool = False
     drain_s: float = 0.0  # see UpstreamSettings.body_end_timeout_s
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[Event | ReadEnd]:
         frames = self._data()
         async for data in frames:
+            if data is None:
+                yield READ_END
+                continue
             if data.strip() == b"[DONE]":
                 await self._drain(frames)
                 break
@@ -154,7 +166,7 @@ class UpstreamStream:
         for delta in self.splitter.flush():
             yield delta
 
-    async def _drain(self, frames: AsyncIterator[bytes]) -> None:
+    async def _drain(self, frames: AsyncIterator[bytes | None]) -> None:
         """Read the body's end after ``[DONE]`` (vLLM sends nothing more), so the pool can reuse
         the connection: one closed before its body is read to the end is thrown away, and the
         next request pays a new TCP handshake. An upstream that sends on, or never ends the body,
@@ -165,12 +177,16 @@ class UpstreamStream:
             async for _ in frames:
                 pass
 
-    async def _data(self) -> AsyncIterator[bytes]:
-        """The data of each server-sent event, read off the response as its bytes arrive."""
+    async def _data(self) -> AsyncIterator[bytes | None]:
+        """The data of each server-sent event, read off the response as its bytes arrive; None
+        after the last event of each read."""
         frames = SSEFrames()
         async for raw in self.response.aiter_bytes():
-            for data in frames.feed(raw):
+            got = frames.feed(raw)
+            for data in got:
                 yield data
+            if got:
+                yield None
         for data in frames.close():
             yield data
 
