@@ -54,9 +54,10 @@ loadtest: venv
 	  -u $(USERS) -r $(SPAWN) -t $(TIME) --mix $(MIX) \
 	  --csv results/loadtest/run --html results/loadtest/report.html
 
-# Soak and faults against the real vLLM (bounded; a few minutes).
+# Soak and faults against the real vLLM (a few minutes), then the steady soak: 256 streams for 10
+# minutes through 2 workers against a replay upstream paced like a GPU model (loopback only).
 soak: models
-	$(BIN)/python -m bench soak
+	$(BIN)/python -m bench soak steady
 
 # Offline checks of the Dockerfile, Helm chart, kustomize overlays and Prometheus rules (no cluster, no Docker).
 deploy-check: venv

@@ -1,7 +1,8 @@
 """``python -m bench [what ...]``: run benchmarks one after another (``make bench`` runs ``all``).
 
-what: overhead, overhead-isolated, capacity, guard-cost, timeliness, paced, soak, record, report, all
-(= overhead, overhead-isolated, capacity, guard-cost, timeliness, paced). Results go to
+what: overhead, overhead-isolated, capacity, guard-cost, timeliness, paced, scaling, soak, steady, record,
+report, all (= overhead, overhead-isolated, capacity, guard-cost, timeliness, paced, scaling; `make soak`
+runs soak and steady). Results go to
 ``results/bench/*.json``, plots to ``docs/img/``; ``report`` prints the markdown tables of the
 results present, for docs/benchmarks.md. Each benchmark also runs alone, with its own options:
 ``python -m bench.overhead --help`` etc.
@@ -22,17 +23,20 @@ STEPS = {
     "guard-cost": ["bench.guard_cost"],
     "timeliness": ["bench.timeliness"],
     "paced": ["bench.paced"],
+    "scaling": ["bench.scaling"],
     "soak": ["bench.soak"],
+    "steady": ["bench.steady"],
     "record": ["bench.record"],
 }
-ALL = ["overhead", "overhead-isolated", "capacity", "guard-cost", "timeliness", "paced"]
+ALL = ["overhead", "overhead-isolated", "capacity", "guard-cost", "timeliness", "paced", "scaling"]
 
 
 def report() -> None:
-    from bench import capacity, guard_cost, overhead, paced, timeliness
+    from bench import capacity, guard_cost, overhead, paced, scaling, timeliness
 
     for name, mod in (("overhead", overhead), ("overhead-isolated", overhead), ("capacity", capacity),
-                      ("guard_cost", guard_cost), ("timeliness", timeliness), ("paced", paced)):
+                      ("guard_cost", guard_cost), ("timeliness", timeliness), ("paced", paced),
+                      ("scaling", scaling)):
         path = RESULTS / f"{name}.json"
         if path.is_file():
             data = json.loads(path.read_text())
@@ -44,6 +48,12 @@ def report() -> None:
 
         print("\n### soak\n")
         print(summary(json.loads(soak.read_text())))
+    steady = RESULTS / "steady.json"
+    if steady.is_file():
+        from bench.steady import summary as steady_summary
+
+        print("\n### steady soak\n")
+        print(steady_summary(json.loads(steady.read_text())))
 
 
 def main(argv: list[str]) -> int:

@@ -48,7 +48,7 @@ from bench.common import (
     machine_info,
     pct,
     save,
-    serve_hints,
+    recorded_implicit_think,
     start_gateway,
     start_replay,
     tree_cpu_seconds,
@@ -268,8 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     detector = args.detector or default_detector()
     fixture = Path(args.fixture)
-    model_name = json.loads(fixture.read_text().splitlines()[0])["model"]
-    implicit = serve_hints(ROOT / "models" / model_name)["implicit_think"]
+    implicit = recorded_implicit_think(fixture)
     replay = start_replay(fixture, tok_rate=args.tok_rate)
     series: dict[str, list[dict[str, Any]]] = {}
     saturation: dict[str, int | None] = {}

@@ -171,6 +171,13 @@ class Child:
             _CHILDREN.remove(self)
 
 
+def recorded_implicit_think(fixture: Path) -> bool:
+    """Whether the model a replay recording came from opens <think> in its template (the gateway
+    must then split its content the same way)."""
+    model = json.loads(fixture.read_text().splitlines()[0])["model"]
+    return bool(serve_hints(ROOT / "models" / model)["implicit_think"])
+
+
 def serve_hints(model: Path) -> dict[str, Any]:
     path = model / "thoughtguard-serve.json"
     if path.is_file():

@@ -28,13 +28,13 @@ from httpx_aiohttp import AiohttpTransport
 
 from bench.capacity import FIXTURES_DIR, ramp
 from bench.common import (
-    ROOT,
+    RESULTS,
     fmt,
     log,
     machine_info,
     pct,
     save,
-    serve_hints,
+    recorded_implicit_think,
     start_gateway,
     start_replay,
 )
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     fixture = Path(args.fixture)
-    model_name = json.loads(fixture.read_text().splitlines()[0])["model"]
-    implicit = serve_hints(ROOT / "models" / model_name)["implicit_think"]
+    implicit = recorded_implicit_think(fixture)
     data: dict[str, Any] = {"benchmark": "scaling", "machine": machine_info(), "fixture": fixture.name,
                             "tok_rate": args.tok_rate, "args": vars(args), "goal_ratio": GOAL_RATIO}
     parts = args.parts.split(",")
@@ -171,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
             data["ttft"] = asyncio.run(_ttft(args, replay, implicit))
     finally:
         replay.stop()
+    previous = RESULTS / "scaling.json"
+    if previous.is_file():  # a run of one part keeps the other part's last figures
+        old = json.loads(previous.read_text())
+        data = {**{k: old[k] for k in ("workers", "ttft") if k in old and k not in data}, **data}
     save("scaling", data)
     print(markdown(data))
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from guard.events import Event
 from server.thinksplit import ThinkSplitter
-from server.upstream import SSEFrames, UpstreamStream, UpstreamUnavailable, parse_chunk
+from server.upstream import ReadEnd, SSEFrames, UpstreamStream, UpstreamUnavailable, parse_chunk
 
 DATA = Path(__file__).parent / "data"
 # recorded from vLLM 0.32 (bench/fixtures): the tiny model's reasoning deltas, SmolLM2's inline <think>
@@ -34,7 +34,7 @@ def read(chunks: list[bytes], implicit_think: bool = False) -> tuple[list[Event]
     stream = UpstreamStream(httpx.Response(200, stream=Chunks(chunks)), ThinkSplitter(implicit_open=implicit_think))
 
     async def run() -> list[Event]:
-        return [e async for e in stream.events()]
+        return [e async for e in stream.events() if not isinstance(e, ReadEnd)]
 
     return asyncio.run(run()), stream.model
 
