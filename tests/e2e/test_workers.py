@@ -146,3 +146,68 @@ def test_two_workers_share_the_port_the_metrics_and_the_audit_log(tmp_path: Path
                     c.kill()
             except psutil.Error:
                 pass
+
+
+def test_sigterm_drains_in_flight_streams_with_two_workers(tmp_path: Path) -> None:
+    """SIGTERM while four streams are in flight: the workers finish their streams
+    (``drain_timeout_s``) before the supervisor stops vLLM and exits 0."""
+    from tests.support import SMOLLM_MODEL
+
+    if not (SMOLLM_MODEL / "config.json").is_file():
+        pytest.fail(f"{SMOLLM_MODEL} missing: `make models` builds it")
+    port, vllm_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--model", str(SMOLLM_MODEL), "--port", str(port),
+         "--vllm-port", str(vllm_port), "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        deadline = time.monotonic() + 300
+        while not any("ready. base_url=" in ln for ln in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines[-60:])
+            time.sleep(0.5)
+        tracked = psutil.Process(proc.pid).children(recursive=True)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
+        started = threading.Barrier(5)
+        ends: list[tuple[str | None, int]] = []
+
+        def one() -> None:
+            stream = client.chat.completions.create(
+                model=SMOLLM_MODEL.name, messages=[{"role": "user", "content": "Explain how tides work."}],
+                temperature=0, max_tokens=96, stream=True, stream_options={"include_usage": True},
+                extra_body={"min_tokens": 96, "thoughtguard": {"mode": "live"}})
+            first, finish, tokens = True, None, 0
+            for chunk in stream:
+                if first:
+                    first = False
+                    started.wait(60)
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finish = chunk.choices[0].finish_reason
+                if chunk.usage is not None:
+                    tokens = chunk.usage.completion_tokens
+            ends.append((finish, tokens))
+
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        started.wait(120)  # every stream has its first chunk: all four are in flight
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(120)
+        assert ends == [("length", 96)] * 4, ends  # drained to their end, none cut
+        assert proc.wait(60) == 0
+        time.sleep(1)
+        alive = [c for c in tracked if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"processes left: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in psutil.Process().children(recursive=True):
+            try:
+                if str(vllm_port) in " ".join(c.cmdline()) or "spawn_main" in " ".join(c.cmdline()):
+                    c.kill()
+            except psutil.Error:
+                pass
