@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import openai
@@ -51,27 +53,54 @@ def _workers(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     return out
 
 
-def test_two_workers_share_the_port_the_metrics_and_the_audit_log(tmp_path: Path) -> None:
-    if not (TINY_MODEL / "config.json").is_file():
-        pytest.fail(f"{TINY_MODEL} missing: `make models` builds it")
-    port, vllm_port, metrics_port = free_port(), free_port(), free_port()
-    metrics_dir, audit = tmp_path / "metrics", tmp_path / "audit.jsonl"
-    metrics_dir.mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-           "THOUGHTGUARD_AUDIT__PATH": str(audit), "THOUGHTGUARD_METRICS_PORT": str(metrics_port)}
+@contextmanager
+def _serving(model: Path, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str], int]]:
+    """``thoughtguard serve --model MODEL --workers 2`` until it says ready; killed with its
+    children (vLLM, the workers) whatever the test left running."""
+    if not (model / "config.json").is_file():
+        pytest.fail(f"{model} missing: `make models` builds it")
+    port, vllm_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model", str(TINY_MODEL), "--port", str(port),
+        [sys.executable, "-m", "server.cli", "serve", "--model", str(model), "--port", str(port),
          "--vllm-port", str(vllm_port), "--workers", "2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
         while not any("ready. base_url=" in ln for ln in lines):
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines[-60:])
             time.sleep(0.5)
+        yield proc, lines, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in psutil.Process().children(recursive=True):
+            try:
+                if str(vllm_port) in " ".join(c.cmdline()) or "spawn_main" in " ".join(c.cmdline()):
+                    c.kill()
+            except psutil.Error:
+                pass
+
+
+def _stops_clean(proc: subprocess.Popen[str], sig: int, tracked: list[psutil.Process]) -> None:
+    """``sig`` makes the supervisor exit 0 with none of ``tracked`` left running."""
+    proc.send_signal(sig)
+    assert proc.wait(60) == 0
+    time.sleep(1)
+    alive = [c for c in tracked if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left: {alive}"
+
+
+def test_two_workers_share_the_port_the_metrics_and_the_audit_log(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    metrics_dir, audit = tmp_path / "metrics", tmp_path / "audit.jsonl"
+    metrics_dir.mkdir()
+    with _serving(TINY_MODEL, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), THOUGHTGUARD_AUDIT__PATH=str(audit),
+                  THOUGHTGUARD_METRICS_PORT=str(metrics_port)) as (proc, lines, port):
+        base = f"http://127.0.0.1:{port}"
         assert any("workers=2" in ln for ln in lines)
         assert len(_workers(proc)) == 2
 
@@ -132,20 +161,7 @@ def test_two_workers_share_the_port_the_metrics_and_the_audit_log(tmp_path: Path
 
         tracked = psutil.Process(proc.pid).children(recursive=True)  # vLLM, the workers, the replacement
         assert len(tracked) >= 3
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(60) == 0
-        time.sleep(1)
-        alive = [c for c in tracked if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-        assert not alive, f"processes left: {alive}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            try:
-                if str(vllm_port) in " ".join(c.cmdline()) or "spawn_main" in " ".join(c.cmdline()):
-                    c.kill()
-            except psutil.Error:
-                pass
+        _stops_clean(proc, signal.SIGINT, tracked)  # Ctrl-C
 
 
 def test_sigterm_drains_in_flight_streams_with_two_workers(tmp_path: Path) -> None:
@@ -153,22 +169,7 @@ def test_sigterm_drains_in_flight_streams_with_two_workers(tmp_path: Path) -> No
     (``drain_timeout_s``) before the supervisor stops vLLM and exits 0."""
     from tests.support import SMOLLM_MODEL
 
-    if not (SMOLLM_MODEL / "config.json").is_file():
-        pytest.fail(f"{SMOLLM_MODEL} missing: `make models` builds it")
-    port, vllm_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model", str(SMOLLM_MODEL), "--port", str(port),
-         "--vllm-port", str(vllm_port), "--workers", "2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
-    try:
-        deadline = time.monotonic() + 300
-        while not any("ready. base_url=" in ln for ln in lines):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines[-60:])
-            time.sleep(0.5)
+    with _serving(SMOLLM_MODEL, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)) as (proc, _, port):
         tracked = psutil.Process(proc.pid).children(recursive=True)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
         started = threading.Barrier(5)
@@ -194,20 +195,7 @@ def test_sigterm_drains_in_flight_streams_with_two_workers(tmp_path: Path) -> No
         for t in threads:
             t.start()
         started.wait(120)  # every stream has its first chunk: all four are in flight
-        proc.send_signal(signal.SIGTERM)
+        _stops_clean(proc, signal.SIGTERM, tracked)
         for t in threads:
             t.join(120)
         assert ends == [("length", 96)] * 4, ends  # drained to their end, none cut
-        assert proc.wait(60) == 0
-        time.sleep(1)
-        alive = [c for c in tracked if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-        assert not alive, f"processes left: {alive}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            try:
-                if str(vllm_port) in " ".join(c.cmdline()) or "spawn_main" in " ".join(c.cmdline()):
-                    c.kill()
-            except psutil.Error:
-                pass
