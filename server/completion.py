@@ -139,6 +139,7 @@ class GuardedCompletion:
         monitor = self.guardrail.monitor(prompt=self.prompt, mode=self.mode, policy=self.policy,
                                          keep_readings=self.readings)
         self.monitors.append(monitor)
+        shown = 0  # readings of this monitor already yielded
         attempt_tokens = 0
         last_sent = time.perf_counter()
         try:
@@ -156,11 +157,11 @@ class GuardedCompletion:
                             continue
                         if isinstance(event, Finish):
                             finish_reason = event.reason
-                        read = len(monitor.readings) if monitor.readings is not None else 0
                         outs = await monitor.feed(event)
-                        if monitor.readings is not None:  # before what they released or stopped
-                            for reading in monitor.readings[read:]:
+                        if self.readings and monitor.readings:  # before what they released or stopped
+                            for reading in monitor.readings[shown:]:
                                 yield reading
+                            shown = len(monitor.readings)
                         for out in outs:
                             if isinstance(out, Verdict):
                                 self.verdicts.append(out)
@@ -191,6 +192,7 @@ class GuardedCompletion:
                     return
                 if stopped.action is Action.STEER:
                     monitor = await self._steer(monitor)
+                    shown = 0
                     if monitor is not None:
                         reflection = self.policy.steer.reflection
                         if self.effective_mode is not HoldBack.HIDDEN:
